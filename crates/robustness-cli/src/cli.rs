@@ -1,0 +1,166 @@
+//! Command-line arguments (clap derive): one struct per subcommand. They are converted once into
+//! the library's configs in `commands/`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Adversarial robustness research: train, evaluate and benchmark image classifiers.
+#[derive(Parser, Debug)]
+#[command(name = "robustness", version, about)]
+pub struct Cli {
+    /// Compute device: cpu, vulkan (needs --features vulkan), cuda (needs --features cuda).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a classifier; writes RUN_DIR/{config.json, metrics.jsonl, latest, best}.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: accuracy, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
+    /// Time the train step (forward + backward + SGD step) of an architecture.
+    Bench(BenchArgs),
+}
+
+/// Where the data comes from.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data set: digits (embedded, no download), mnist, cifar10, synthetic.
+    #[arg(long, default_value = "digits")]
+    pub dataset: String,
+    /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data); for CIFAR-10 also
+    /// the path of cifar-10-binary.tar.gz.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Class subset by names or indices, e.g. `cat,dog` or `3,5` (relabelled 0..k in this order).
+    #[arg(long)]
+    pub classes: Option<String>,
+    /// Synthetic data: probability that the robust feature agrees with the label.
+    #[arg(long)]
+    pub p: Option<f64>,
+    /// Synthetic data: number of non-robust features.
+    #[arg(long)]
+    pub d: Option<usize>,
+    /// Synthetic data: mean shift eta of each non-robust feature.
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Synthetic data: training examples.
+    #[arg(long)]
+    pub n_train: Option<usize>,
+    /// Synthetic data: test examples.
+    #[arg(long)]
+    pub n_test: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScheduleArg {
+    Step,
+    Cosine,
+    Constant,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimizerArg {
+    Sgd,
+    Adam,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Architecture: mlp, cnn, resnet18, resnet50, vgg11 (default: per data set).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Epochs (default: per data set).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Run directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed for initialisation, shuffling, augmentation and splits.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue from RUN_DIR/latest.
+    #[arg(long)]
+    pub resume: bool,
+    /// Batch size (default: per data set).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate (default: per data set).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Momentum (SGD) or beta1 (Adam).
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule (default: per data set).
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Step schedule: epochs between drops (x0.1); implies --schedule step.
+    #[arg(long)]
+    pub step_lr: Option<usize>,
+    /// Step schedule: multiplier at each drop.
+    #[arg(long, default_value_t = 0.1)]
+    pub step_gamma: f64,
+    /// Epochs of linear learning-rate warm-up.
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// Optimizer.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
+    /// Turn off training-time augmentation (random crop + flip).
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Checkpoint folder (RUN_DIR/best, RUN_DIR/latest or a checkpoints/epoch-N folder).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Seed of the data split (digits, synthetic); default: the checkpoint's training seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Evaluation batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Architecture.
+    #[arg(long, default_value = "cnn")]
+    pub arch: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Input shape as CxHxW (default: CIFAR-10's 3x32x32).
+    #[arg(long, default_value = "3x32x32")]
+    pub shape: String,
+    /// Number of classes.
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

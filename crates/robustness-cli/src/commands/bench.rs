@@ -1,0 +1,57 @@
+//! `robustness bench`: train-step time of an architecture, median and spread after warm-up.
+
+use crate::cli::BenchArgs;
+use crate::commands::print_json;
+use anyhow::{Context, Result, bail};
+use robustness::{Arch, ModelSpec, bench};
+use serde_json::json;
+
+pub fn run(args: BenchArgs, device: &robustness::Device) -> Result<()> {
+    let arch: Arch = args.arch.parse()?;
+    let dims: Vec<usize> = args
+        .shape
+        .split('x')
+        .map(|s| s.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--shape '{}': expected CxHxW, e.g. 3x32x32", args.shape))?;
+    let [c, h, w] = dims[..] else {
+        bail!(
+            "--shape '{}': expected three numbers CxHxW, e.g. 3x32x32",
+            args.shape
+        );
+    };
+    if args.batch == 0 || args.iters == 0 || c == 0 || h == 0 || w == 0 || args.classes < 2 {
+        bail!("--batch, --iters and the shape must be positive, and --classes at least 2");
+    }
+    let spec = ModelSpec {
+        arch,
+        channels: c,
+        height: h,
+        width: w,
+        num_classes: args.classes,
+        mean: vec![0.5; c],
+        std: vec![0.25; c],
+    };
+    let timing = bench::train_step(&spec, args.batch, args.warmup, args.iters, device)?;
+    let gflops = bench::train_step_flops(&spec, args.batch) / (timing.median_ms * 1e-3) / 1e9;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.json {
+        return print_json(&json!({
+            "arch": arch,
+            "batch": args.batch,
+            "shape": [c, h, w],
+            "train_step_ms": timing.median_ms,
+            "min_ms": timing.min_ms,
+            "max_ms": timing.max_ms,
+            "samples_ms": timing.samples_ms,
+            "gflops": gflops,
+            "threads": threads,
+            "device": robustness::device::describe(device),
+        }));
+    }
+    println!(
+        "{arch} batch {} ({c}x{h}x{w}): train step median {:.1} ms (min {:.1}, max {:.1}, {} steps after {} warm-up), {:.1} GFLOP/s",
+        args.batch, timing.median_ms, timing.min_ms, timing.max_ms, args.iters, args.warmup, gflops
+    );
+    Ok(())
+}

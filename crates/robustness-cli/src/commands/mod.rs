@@ -1,0 +1,75 @@
+//! One file per subcommand; this file dispatches and holds the data-loading step they share.
+
+mod bench;
+mod eval;
+mod train;
+
+use crate::cli::{Cli, Command, DataArgs};
+use anyhow::{Context, Result, bail};
+use robustness::data::{self, DatasetKind, Split, SyntheticConfig};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let device = robustness::device::select(&cli.device)?;
+    match cli.command {
+        Command::Train(args) => train::run(args, &device),
+        Command::Eval(args) => eval::run(args, &device),
+        Command::Bench(args) => bench::run(args, &device),
+    }
+}
+
+/// The synthetic-data settings from the flags (defaults where absent).
+pub fn synthetic_config(args: &DataArgs) -> SyntheticConfig {
+    let mut s = SyntheticConfig::default();
+    if let Some(d) = args.d {
+        s.d = d;
+        s.eta = SyntheticConfig::default_eta(d);
+    }
+    if let Some(p) = args.p {
+        s.p = p;
+    }
+    if let Some(eta) = args.eta {
+        s.eta = eta;
+    }
+    if let Some(n) = args.n_train {
+        s.n_train = n;
+    }
+    if let Some(n) = args.n_test {
+        s.n_test = n;
+    }
+    s
+}
+
+/// Loads the data set named by the flags, with its class subset applied. Returns the split and
+/// the selected class names (`None` = all classes).
+pub fn load_data(args: &DataArgs, seed: u64) -> Result<(DatasetKind, Split, Option<Vec<String>>)> {
+    let kind: DatasetKind = args.dataset.parse()?;
+    let dir = data::resolve_data_dir(args.data.as_deref());
+    if kind.needs_data_dir() && dir.is_none() {
+        bail!(
+            "no data folder for {kind}: pass --data PATH, set ROBUSTNESS_DATA, or place the files in ../shared/data"
+        );
+    }
+    let split = data::load(kind, dir.as_deref(), seed, &synthetic_config(args))
+        .with_context(|| format!("loading {kind}"))?;
+    match &args.classes {
+        None => Ok((kind, split, None)),
+        Some(spec) => {
+            let classes = data::parse_classes(spec, &split.train.class_names)?;
+            let names = classes
+                .iter()
+                .map(|&c| split.train.class_names[c].clone())
+                .collect();
+            let split = Split {
+                train: split.train.select_classes(&classes),
+                test: split.test.select_classes(&classes),
+            };
+            Ok((kind, split, Some(names)))
+        }
+    }
+}
+
+/// Prints a value as one JSON object on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `robustness train`: flags -> `TrainConfig` (per-dataset defaults, flags winning) -> train.
+
+use crate::cli::{OptimizerArg, ScheduleArg, TrainArgs};
+use crate::commands::{load_data, print_json};
+use crate::progress::Progress;
+use anyhow::{Context, Result};
+use robustness::defaults;
+use robustness::train::schedule::Schedule;
+use robustness::train::{self, OptimizerKind, TrainConfig};
+use serde_json::json;
+
+pub fn run(args: TrainArgs, device: &robustness::Device) -> Result<()> {
+    let (kind, split, classes) = load_data(&args.data, args.seed)?;
+    let mut config = defaults::for_dataset(kind);
+    config.classes = classes;
+    config.seed = args.seed;
+    apply_flags(&mut config, &args)?;
+    let mut progress = Progress::new();
+    let summary = train::train(
+        &config,
+        &split,
+        &args.out,
+        args.resume,
+        device,
+        &mut progress,
+    )
+    .with_context(|| format!("training into {}", args.out.display()))?;
+    drop(progress);
+    if args.json {
+        print_json(&json!({
+            "test_accuracy": summary.test_accuracy,
+            "best_test_accuracy": summary.best_test_accuracy,
+            "epochs": summary.epochs,
+            "seconds": summary.seconds,
+            "checkpoint": summary.checkpoint,
+            "latest": summary.latest,
+            "dataset": config.dataset,
+            "arch": config.arch,
+            "seed": config.seed,
+            "metrics": summary.metrics,
+        }))?;
+    } else {
+        println!(
+            "{} on {}: test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.1}s; checkpoint {}",
+            config.arch,
+            config.dataset,
+            100.0 * summary.test_accuracy,
+            100.0 * summary.best_test_accuracy,
+            summary.epochs,
+            summary.seconds,
+            summary.checkpoint.display()
+        );
+    }
+    Ok(())
+}
+
+fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
+    if let Some(arch) = &args.arch {
+        config.arch = arch.parse()?;
+    }
+    if let Some(v) = args.epochs {
+        config.epochs = v;
+    }
+    if let Some(v) = args.batch_size {
+        config.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        config.lr = v;
+    }
+    if let Some(v) = args.momentum {
+        config.momentum = v;
+    }
+    if let Some(v) = args.weight_decay {
+        config.weight_decay = v;
+    }
+    if let Some(v) = args.warmup_epochs {
+        config.warmup_epochs = v;
+    }
+    let step = |config: &TrainConfig| match config.schedule {
+        Schedule::Step { step, .. } => step,
+        _ => (config.epochs / 3).max(1),
+    };
+    match (args.schedule, args.step_lr) {
+        (Some(ScheduleArg::Cosine), _) => config.schedule = Schedule::Cosine,
+        (Some(ScheduleArg::Constant), _) => config.schedule = Schedule::Constant,
+        (Some(ScheduleArg::Step), s) | (None, s @ Some(_)) => {
+            config.schedule = Schedule::Step {
+                step: s.unwrap_or_else(|| step(config)),
+                gamma: args.step_gamma,
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(o) = args.optimizer {
+        config.optimizer = match o {
+            OptimizerArg::Sgd => OptimizerKind::Sgd,
+            OptimizerArg::Adam => OptimizerKind::Adam,
+        };
+    }
+    if args.no_augment {
+        config.augment = false;
+    }
+    config.validate()?;
+    Ok(())
+}

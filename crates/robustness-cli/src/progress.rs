@@ -1,0 +1,77 @@
+//! Training progress: an indicatif bar with rate, ETA and running loss/accuracy on a terminal;
+//! one line per epoch on stderr otherwise (stdout stays free for `--json`).
+
+use indicatif::{ProgressBar, ProgressStyle};
+use robustness::train::TrainObserver;
+use robustness::train::metrics::EpochMetrics;
+use std::io::IsTerminal;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    epochs: usize,
+    batches: usize,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self {
+            bar: None,
+            epochs: 0,
+            batches: 0,
+        }
+    }
+}
+
+impl TrainObserver for Progress {
+    fn on_start(&mut self, start_epoch: usize, epochs: usize, batches: usize) {
+        self.epochs = epochs;
+        self.batches = batches;
+        if start_epoch > 0 {
+            eprintln!("resuming after epoch {start_epoch} of {epochs}");
+        }
+        if std::io::stderr().is_terminal() {
+            let total = (epochs.saturating_sub(start_epoch) * batches) as u64;
+            let bar = ProgressBar::new(total);
+            let style = ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} batches {per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            self.bar = Some(bar);
+        }
+    }
+
+    fn on_batch(&mut self, epoch: usize, _batch: usize, loss: f64, accuracy: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_prefix(format!("epoch {epoch}/{}", self.epochs));
+            bar.set_message(format!("loss {loss:.4} acc {:.2}%", 100.0 * accuracy));
+            bar.inc(1);
+        }
+    }
+
+    fn on_epoch(&mut self, m: &EpochMetrics) {
+        let line = format!(
+            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, test acc {:.2}%, lr {:.4}, {:.1}s",
+            m.epoch,
+            self.epochs,
+            m.train_loss,
+            100.0 * m.train_accuracy,
+            100.0 * m.test_accuracy,
+            m.lr,
+            m.seconds
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

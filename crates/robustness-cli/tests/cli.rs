@@ -1,0 +1,422 @@
+//! Integration tests that run the real `robustness` binary on the embedded digits data.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_robustness"))
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("robustness-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run robustness")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A failed command: non-zero exit, one `error:` line, and no panic.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "stderr lacks '{needle}': {stderr}"
+    );
+}
+
+/// The tensor bytes of a SafeTensors file (after its JSON header).
+fn weights_payload(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("read weights");
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    bytes[8 + len..].to_vec()
+}
+
+fn metrics_without_times(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("metrics line");
+            let obj = v.as_object_mut().expect("object");
+            obj.remove("seconds");
+            obj.remove("train_seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn train_on_digits_then_eval_the_best_checkpoint() {
+    let dir = temp_dir("train-eval");
+    let run_dir = dir.join("run");
+    let run_dir_s = run_dir.to_str().expect("utf-8 path");
+    let out = run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "8",
+        "--out",
+        run_dir_s,
+        "--json",
+    ]);
+    let train = json_of(&out);
+    let acc = train["test_accuracy"].as_f64().expect("test_accuracy");
+    assert!(acc > 0.95, "digits CNN reached only {acc}");
+    assert_eq!(train["epochs"], 8);
+    assert!(train["seconds"].as_f64().expect("seconds") > 0.0);
+    let checkpoint = train["checkpoint"]
+        .as_str()
+        .expect("checkpoint")
+        .to_string();
+    assert!(Path::new(&checkpoint).join("model.safetensors").is_file());
+    assert!(Path::new(&checkpoint).join("meta.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+            .expect("metrics")
+            .lines()
+            .count(),
+        8
+    );
+
+    let eval = json_of(&run(&[
+        "eval",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--json",
+    ]));
+    let best = train["best_test_accuracy"].as_f64().expect("best");
+    assert!((eval["test_accuracy"].as_f64().expect("acc") - best).abs() < 1e-12);
+    assert_eq!(eval["examples"], 360);
+    let confusion = eval["confusion"].as_array().expect("confusion");
+    assert_eq!(confusion.len(), 10);
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().expect("row").iter())
+        .map(|c| c.as_u64().expect("count"))
+        .sum();
+    assert_eq!(total, 360);
+
+    // Human-readable output has the per-class table.
+    let text = run(&["eval", "--checkpoint", &checkpoint, "--dataset", "digits"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("| class | accuracy |"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn resume_after_kill_9_matches_an_uninterrupted_run() {
+    let dir = temp_dir("resume");
+    let args = |out: &Path| {
+        vec![
+            "train".to_string(),
+            "--dataset".into(),
+            "digits".into(),
+            "--epochs".into(),
+            "6".into(),
+            "--batch-size".into(),
+            "8".into(),
+            "--seed".into(),
+            "7".into(),
+            "--out".into(),
+            out.to_string_lossy().into_owned(),
+        ]
+    };
+    let full = dir.join("full");
+    let status = bin()
+        .args(args(&full))
+        .stderr(Stdio::null())
+        .status()
+        .expect("run");
+    assert!(status.success());
+
+    // Kill the second run as soon as it has written a checkpoint, wherever it is.
+    let killed = dir.join("killed");
+    let mut child = bin()
+        .args(args(&killed))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !killed.join("latest").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let done = std::fs::read_to_string(killed.join("metrics.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    assert!(done < 6, "the run finished before it could be killed");
+
+    let mut resume = args(&killed);
+    resume.push("--resume".into());
+    let out = bin().args(&resume).output().expect("resume");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(metrics_without_times(&full), metrics_without_times(&killed));
+    assert_eq!(
+        weights_payload(&full.join("latest/model.safetensors")),
+        weights_payload(&killed.join("latest/model.safetensors")),
+        "resumed weights differ from the uninterrupted run's"
+    );
+    // Checkpoint files themselves are byte-identical too (canonical header).
+    assert_eq!(
+        std::fs::read(full.join("latest/model.safetensors")).expect("read"),
+        std::fs::read(killed.join("latest/model.safetensors")).expect("read"),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn training_into_an_existing_run_without_resume_is_refused() {
+    let dir = temp_dir("existing");
+    let out = dir.to_string_lossy().into_owned();
+    let first = run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        &out,
+    ]);
+    assert!(first.status.success());
+    let again = run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        &out,
+    ]);
+    assert_clean_error(&again, "pass --resume");
+    let changed = run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--out",
+        &out,
+        "--resume",
+    ]);
+    assert_clean_error(&changed, "other settings");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_naming_epoch_and_batch() {
+    let dir = temp_dir("nan");
+    let out = dir.to_string_lossy().into_owned();
+    let res = run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e12",
+        "--no-augment",
+        "--out",
+        &out,
+    ]);
+    assert_clean_error(&res, "non-finite loss");
+    assert_clean_error(&res, "epoch 1, batch");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_paths_and_flags_give_one_line_errors_without_panics() {
+    let dir = temp_dir("bad");
+    let missing = dir.join("nope");
+    let missing = missing.to_string_lossy().into_owned();
+    assert_clean_error(
+        &run(&["eval", "--checkpoint", &missing, "--dataset", "digits"]),
+        "not found",
+    );
+    assert_clean_error(
+        &run(&["train", "--dataset", "imagenet", "--out", &missing]),
+        "imagenet",
+    );
+    assert_clean_error(
+        &run(&[
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "resnet34",
+            "--out",
+            &missing,
+        ]),
+        "resnet34",
+    );
+    assert_clean_error(
+        &run(&[
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "0",
+            "--out",
+            &missing,
+        ]),
+        "--epochs",
+    );
+    assert_clean_error(
+        &run(&[
+            "train",
+            "--dataset",
+            "digits",
+            "--classes",
+            "3,giraffe",
+            "--out",
+            &missing,
+        ]),
+        "giraffe",
+    );
+    assert_clean_error(&run(&["train", "--no-such-flag"]), "no-such-flag");
+    assert_clean_error(&run(&["--device", "tpu", "bench"]), "unknown device");
+    assert_clean_error(
+        &run(&[
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data",
+            &missing,
+            "--out",
+            &missing,
+        ]),
+        "nope",
+    );
+
+    // A corrupt weights file names the file.
+    let run_dir = dir.join("run");
+    let run_s = run_dir.to_string_lossy().into_owned();
+    assert!(
+        run(&[
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            &run_s
+        ])
+        .status
+        .success()
+    );
+    let weights = run_dir.join("latest/model.safetensors");
+    let bytes = std::fs::read(&weights).expect("weights");
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).expect("truncate");
+    let latest = run_dir.join("latest").to_string_lossy().into_owned();
+    assert_clean_error(
+        &run(&["eval", "--checkpoint", &latest, "--dataset", "digits"]),
+        "model.safetensors",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn class_subsets_give_a_relabelled_task() {
+    let dir = temp_dir("classes");
+    let out = dir.to_string_lossy().into_owned();
+    let train = json_of(&run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--classes",
+        "3,5",
+        "--epochs",
+        "3",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    let checkpoint = train["checkpoint"]
+        .as_str()
+        .expect("checkpoint")
+        .to_string();
+    let eval = json_of(&run(&[
+        "eval",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--classes",
+        "3,5",
+        "--json",
+    ]));
+    assert_eq!(eval["class_names"], serde_json::json!(["3", "5"]));
+    assert_eq!(eval["confusion"].as_array().expect("confusion").len(), 2);
+    assert!(eval["test_accuracy"].as_f64().expect("acc") > 0.9);
+    // Evaluating the binary model on all ten classes is a shape error that names both.
+    let wrong = run(&["eval", "--checkpoint", &checkpoint, "--dataset", "digits"]);
+    assert_clean_error(&wrong, "2 classes");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn synthetic_feature_model_is_learnable() {
+    let dir = temp_dir("synthetic");
+    let out = dir.to_string_lossy().into_owned();
+    let train = json_of(&run(&[
+        "train",
+        "--dataset",
+        "synthetic",
+        "--d",
+        "10",
+        "--n-train",
+        "2000",
+        "--n-test",
+        "500",
+        "--epochs",
+        "3",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    assert!(
+        train["test_accuracy"].as_f64().expect("acc") > 0.9,
+        "{train}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bench_reports_a_train_step_time() {
+    let out = json_of(&run(&[
+        "bench", "--arch", "mlp", "--batch", "16", "--shape", "1x8x8", "--warmup", "1", "--iters",
+        "3", "--json",
+    ]));
+    assert!(out["train_step_ms"].as_f64().expect("ms") > 0.0);
+    assert_eq!(out["samples_ms"].as_array().expect("samples").len(), 3);
+}

@@ -1,0 +1,252 @@
+//! Image classifiers. Every model normalises its input itself (first layer), so it takes raw
+//! images in [0, 1], and exposes `forward_features` (the penultimate representation, the input
+//! of the final linear layer) besides the logits.
+
+mod cnn;
+mod mlp;
+mod normalize;
+mod resnet;
+mod vgg;
+
+pub use cnn::{CNN_FEATURES, Cnn};
+pub use mlp::{MLP_HIDDEN, Mlp};
+pub use normalize::Normalize;
+pub use resnet::{ResNet, ResNetDepth};
+pub use vgg::Vgg;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Architecture names accepted by `--arch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Two hidden layers of 512.
+    Mlp,
+    /// conv3x3 32-64-128 with max-pools, FC 256.
+    Cnn,
+    /// CIFAR ResNet-18.
+    Resnet18,
+    /// CIFAR ResNet-50.
+    Resnet50,
+    /// VGG-11 with batch norm.
+    Vgg11,
+}
+
+impl Arch {
+    /// All architectures, in the order the docs list them.
+    pub const ALL: [Arch; 5] = [
+        Arch::Mlp,
+        Arch::Cnn,
+        Arch::Resnet18,
+        Arch::Resnet50,
+        Arch::Vgg11,
+    ];
+
+    /// The `--arch` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Mlp => "mlp",
+            Arch::Cnn => "cnn",
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet50 => "resnet50",
+            Arch::Vgg11 => "vgg11",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown architecture name.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown architecture '{0}': expected one of mlp, cnn, resnet18, resnet50, vgg11")]
+pub struct UnknownArch(pub String);
+
+impl FromStr for Arch {
+    type Err = UnknownArch;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownArch(s.to_string()))
+    }
+}
+
+/// What a model is built for: input shape, classes and normalisation. Stored in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Architecture.
+    pub arch: Arch,
+    /// Input channels.
+    pub channels: usize,
+    /// Input height.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Number of output classes.
+    pub num_classes: usize,
+    /// Per-channel normalisation mean.
+    pub mean: Vec<f32>,
+    /// Per-channel normalisation std.
+    pub std: Vec<f32>,
+}
+
+// Boxing would save a few hundred bytes per model value, which is irrelevant next to the
+// weights, and the derive would need Module for Box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+enum Network {
+    Mlp(Mlp),
+    Cnn(Cnn),
+    ResNet(ResNet),
+    Vgg(Vgg),
+}
+
+/// A classifier: input normalisation, a network body and a linear head.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    normalize: Normalize,
+    net: Network,
+}
+
+impl Classifier {
+    /// Builds a freshly initialised model on `device` (seed the device first for determinism).
+    pub fn new(spec: &ModelSpec, device: &Device) -> Self {
+        let (c, h, w, k) = (spec.channels, spec.height, spec.width, spec.num_classes);
+        let net = match spec.arch {
+            Arch::Mlp => Network::Mlp(Mlp::new(c * h * w, k, device)),
+            Arch::Cnn => Network::Cnn(Cnn::new(c, h, w, k, device)),
+            Arch::Resnet18 => Network::ResNet(ResNet::new(ResNetDepth::R18, c, k, device)),
+            Arch::Resnet50 => Network::ResNet(ResNet::new(ResNetDepth::R50, c, k, device)),
+            Arch::Vgg11 => Network::Vgg(Vgg::new(c, h, w, k, device)),
+        };
+        Self {
+            normalize: Normalize::new(spec.mean.clone(), spec.std.clone()),
+            net,
+        }
+    }
+
+    /// x: [batch, C, H, W] in [0, 1] -> representation [batch, features].
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.normalize.forward(x);
+        match &self.net {
+            Network::Mlp(m) => m.forward_features(x),
+            Network::Cnn(m) => m.forward_features(x),
+            Network::ResNet(m) => m.forward_features(x),
+            Network::Vgg(m) => m.forward_features(x),
+        }
+    }
+
+    /// x: [batch, C, H, W] in [0, 1] -> logits [batch, classes].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let features = self.forward_features(x);
+        match &self.net {
+            Network::Mlp(m) => m.head(features),
+            Network::Cnn(m) => m.head(features),
+            Network::ResNet(m) => m.head(features),
+            Network::Vgg(m) => m.head(features),
+        }
+    }
+}
+
+/// Per-example cross-entropy. logits: [batch, classes], targets: [batch] -> [batch].
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [batch, _] = logits.dims();
+    let log_probs = burn::tensor::activation::log_softmax(logits, 1);
+    log_probs
+        .gather(1, targets.reshape([batch, 1]))
+        .reshape([batch])
+        .neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(arch: Arch, c: usize, h: usize) -> ModelSpec {
+        ModelSpec {
+            arch,
+            channels: c,
+            height: h,
+            width: h,
+            num_classes: 10,
+            mean: vec![0.5; c],
+            std: vec![0.25; c],
+        }
+    }
+
+    #[test]
+    fn every_arch_gives_logits_and_features_of_the_right_shape() {
+        let device = Device::flex();
+        for (arch, features) in [
+            (Arch::Mlp, 512),
+            (Arch::Cnn, 256),
+            (Arch::Resnet18, 512),
+            (Arch::Vgg11, 512),
+        ] {
+            for (c, h) in [(3, 32), (1, 8)] {
+                let model = Classifier::new(&spec(arch, c, h), &device);
+                let x = Tensor::<4>::zeros([2, c, h, h], &device);
+                assert_eq!(model.forward(x.clone()).dims(), [2, 10], "{arch} {c}x{h}");
+                assert_eq!(model.forward_features(x).dims(), [2, features], "{arch}");
+            }
+        }
+    }
+
+    #[test]
+    fn resnet50_features_are_2048_wide() {
+        let device = Device::flex();
+        let model = Classifier::new(&spec(Arch::Resnet50, 3, 8), &device);
+        let x = Tensor::<4>::zeros([1, 3, 8, 8], &device);
+        assert_eq!(model.forward_features(x).dims(), [1, 2048]);
+    }
+
+    #[test]
+    fn parameter_counts_match_the_documented_ones() {
+        let device = Device::flex();
+        // conv 896 + 18,496 + 73,856; fc 524,544 + 2,570; batch-norm gamma/beta 2*(32+64+128);
+        // batch-norm running mean/var are not counted by num_params.
+        let cnn = Classifier::new(&spec(Arch::Cnn, 3, 32), &device);
+        let bn_params = 2 * (32 + 64 + 128);
+        let counted = cnn.num_params();
+        assert!(
+            counted == 620_362 + bn_params || counted == 620_362 + 2 * bn_params,
+            "cnn has {counted} parameters"
+        );
+        // The CIFAR ResNet-18 of the reference library has 11,173,962 parameters.
+        let r18 = Classifier::new(&spec(Arch::Resnet18, 3, 32), &device);
+        let n = r18.num_params();
+        assert!(
+            n == 11_173_962 || n == 11_173_962 + 9_600,
+            "resnet18 has {n}"
+        );
+    }
+
+    #[test]
+    fn arch_names_round_trip() {
+        for arch in Arch::ALL {
+            assert_eq!(arch.name().parse::<Arch>().expect("known name"), arch);
+        }
+        assert!("resnet34".parse::<Arch>().is_err());
+    }
+
+    #[test]
+    fn cross_entropy_matches_hand_computation() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![0.0f32, 0.0, 1.0, 0.0], [2, 2]),
+            &device,
+        );
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 0], [2]), &device);
+        let loss = crate::tensors::to_vec(cross_entropy(logits, targets));
+        assert!((loss[0] - std::f32::consts::LN_2).abs() < 1e-6);
+        let expected = (1.0f32 + (-1.0f32).exp()).ln();
+        assert!((loss[1] - expected).abs() < 1e-6, "{loss:?}");
+    }
+}

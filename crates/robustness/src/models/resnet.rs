@@ -1,0 +1,162 @@
+//! ResNet-18 / ResNet-50 in the CIFAR variant (3x3 stem, no max-pool), as in the reference
+//! library's `cifar_models/resnet.py`: BasicBlock [2,2,2,2] or Bottleneck [3,4,6,3], then global
+//! average pooling and one linear layer.
+
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu,
+    conv::{Conv2d, Conv2dConfig},
+};
+use burn::prelude::*;
+
+fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
+    let pad = kernel / 2;
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        .init(device)
+}
+
+/// 1x1 conv + batch norm on the skip path when the shape changes.
+#[derive(Module, Debug)]
+struct Shortcut {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+/// One residual block: either two 3x3 convs (basic) or 1x1-3x3-1x1 (bottleneck, expansion 4).
+#[derive(Module, Debug)]
+struct Block {
+    convs: Vec<Conv2d>,
+    bns: Vec<BatchNorm>,
+    shortcut: Option<Shortcut>,
+    relu: Relu,
+}
+
+impl Block {
+    fn basic(cin: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        let convs = vec![
+            conv(cin, planes, 3, stride, device),
+            conv(planes, planes, 3, 1, device),
+        ];
+        Self::assemble(convs, &[planes, planes], cin, planes, stride, device)
+    }
+
+    fn bottleneck(cin: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        let out = planes * 4;
+        let convs = vec![
+            conv(cin, planes, 1, 1, device),
+            conv(planes, planes, 3, stride, device),
+            conv(planes, out, 1, 1, device),
+        ];
+        Self::assemble(convs, &[planes, planes, out], cin, out, stride, device)
+    }
+
+    fn assemble(
+        convs: Vec<Conv2d>,
+        widths: &[usize],
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Self {
+        let bns = widths
+            .iter()
+            .map(|&w| BatchNormConfig::new(w).init(device))
+            .collect();
+        let shortcut = (stride != 1 || cin != cout).then(|| Shortcut {
+            conv: conv(cin, cout, 1, stride, device),
+            bn: BatchNormConfig::new(cout).init(device),
+        });
+        Self {
+            convs,
+            bns,
+            shortcut,
+            relu: Relu::new(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let skip = match &self.shortcut {
+            Some(s) => s.bn.forward(s.conv.forward(x.clone())),
+            None => x.clone(),
+        };
+        let last = self.convs.len() - 1;
+        let mut out = x;
+        for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
+            out = bn.forward(conv.forward(out));
+            if i < last {
+                out = self.relu.forward(out);
+            }
+        }
+        self.relu.forward(out + skip)
+    }
+}
+
+/// Which residual block and how many per stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResNetDepth {
+    /// BasicBlock [2, 2, 2, 2]; 512 features.
+    R18,
+    /// Bottleneck [3, 4, 6, 3]; 2048 features.
+    R50,
+}
+
+/// CIFAR-style ResNet.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    stem: Conv2d,
+    stem_bn: BatchNorm,
+    blocks: Vec<Block>,
+    pool: AdaptiveAvgPool2d,
+    head: Linear,
+    relu: Relu,
+}
+
+impl ResNet {
+    /// Builds a ResNet for `channels`-channel inputs.
+    pub fn new(depth: ResNetDepth, channels: usize, num_classes: usize, device: &Device) -> Self {
+        let (counts, expansion) = match depth {
+            ResNetDepth::R18 => ([2, 2, 2, 2], 1),
+            ResNetDepth::R50 => ([3, 4, 6, 3], 4),
+        };
+        let mut blocks = Vec::new();
+        let mut cin = 64;
+        for (stage, &count) in counts.iter().enumerate() {
+            let planes = 64 << stage;
+            for i in 0..count {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                blocks.push(match depth {
+                    ResNetDepth::R18 => Block::basic(cin, planes, stride, device),
+                    ResNetDepth::R50 => Block::bottleneck(cin, planes, stride, device),
+                });
+                cin = planes * expansion;
+            }
+        }
+        Self {
+            stem: conv(channels, 64, 3, 1, device),
+            stem_bn: BatchNormConfig::new(64).init(device),
+            blocks,
+            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            head: LinearConfig::new(cin, num_classes).init(device),
+            relu: Relu::new(),
+        }
+    }
+
+    /// x: [batch, C, H, W] (normalised) -> [batch, 512] (R18) or [batch, 2048] (R50).
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = self
+            .relu
+            .forward(self.stem_bn.forward(self.stem.forward(x)));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        self.pool.forward(x).flatten(1, 3)
+    }
+
+    /// features -> logits [batch, classes].
+    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(features)
+    }
+}

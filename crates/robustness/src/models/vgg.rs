@@ -1,0 +1,106 @@
+//! VGG-11 with batch norm (configuration "A": 64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512,
+//! M), then one linear layer on the 512 pooled features, as in the reference library's CIFAR VGG.
+//! Max-pools are skipped once the feature map is 1 pixel wide, so small inputs (8x8 digits) work.
+
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu,
+    conv::{Conv2d, Conv2dConfig},
+};
+use burn::prelude::*;
+
+/// `Some(width)` is a conv layer, `None` a 2x2 max-pool.
+const VGG11: [Option<usize>; 13] = [
+    Some(64),
+    None,
+    Some(128),
+    None,
+    Some(256),
+    Some(256),
+    None,
+    Some(512),
+    Some(512),
+    None,
+    Some(512),
+    Some(512),
+    None,
+];
+
+#[derive(Module, Debug)]
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+    #[module(skip)]
+    pool_after: bool,
+}
+
+/// VGG-11-BN.
+#[derive(Module, Debug)]
+pub struct Vgg {
+    layers: Vec<ConvBn>,
+    pool: MaxPool2d,
+    global: AdaptiveAvgPool2d,
+    head: Linear,
+    relu: Relu,
+}
+
+impl Vgg {
+    /// Builds VGG-11-BN for `channels x height x width` inputs.
+    pub fn new(
+        channels: usize,
+        height: usize,
+        width: usize,
+        num_classes: usize,
+        device: &Device,
+    ) -> Self {
+        let mut layers: Vec<ConvBn> = Vec::new();
+        let mut cin = channels;
+        let mut side = height.min(width);
+        for item in VGG11 {
+            match item {
+                Some(cout) => {
+                    layers.push(ConvBn {
+                        conv: Conv2dConfig::new([cin, cout], [3, 3])
+                            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                            .init(device),
+                        bn: BatchNormConfig::new(cout).init(device),
+                        pool_after: false,
+                    });
+                    cin = cout;
+                }
+                None => {
+                    if side >= 2
+                        && let Some(last) = layers.last_mut()
+                    {
+                        last.pool_after = true;
+                        side /= 2;
+                    }
+                }
+            }
+        }
+        Self {
+            layers,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            global: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            head: LinearConfig::new(512, num_classes).init(device),
+            relu: Relu::new(),
+        }
+    }
+
+    /// x: [batch, C, H, W] (normalised) -> [batch, 512].
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = x;
+        for layer in &self.layers {
+            x = self.relu.forward(layer.bn.forward(layer.conv.forward(x)));
+            if layer.pool_after {
+                x = self.pool.forward(x);
+            }
+        }
+        self.global.forward(x).flatten(1, 3)
+    }
+
+    /// features: [batch, 512] -> logits.
+    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(features)
+    }
+}

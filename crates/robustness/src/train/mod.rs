@@ -1,0 +1,414 @@
+//! Training: the configuration, and the loop (batch, forward, loss, backward, step, metrics,
+//! checkpoint) in one function a reader can follow top to bottom.
+
+pub mod checkpoint;
+pub mod metrics;
+pub mod schedule;
+
+use crate::data::{Dataset, DatasetKind, Split, loader};
+use crate::error::{Error, Result};
+use crate::eval;
+use crate::models::{Arch, Classifier, ModelSpec, cross_entropy};
+use crate::tensors;
+use burn::optim::{
+    AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
+    momentum::MomentumConfig,
+};
+use burn::prelude::*;
+use checkpoint::CheckpointMeta;
+use metrics::EpochMetrics;
+use schedule::{LrPolicy, Schedule};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Which optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with (PyTorch-style, undampened) momentum and L2 weight decay.
+    Sgd,
+    /// Adam with L2 weight decay.
+    Adam,
+}
+
+/// Everything that defines a training run. Per-dataset defaults: [`crate::defaults::for_dataset`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Data set.
+    pub dataset: DatasetKind,
+    /// Class subset (names), relabelled 0..k in this order; `None` = all classes.
+    pub classes: Option<Vec<String>>,
+    /// Architecture.
+    pub arch: Arch,
+    /// Total epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Momentum (SGD) or beta1 (Adam).
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up.
+    pub warmup_epochs: usize,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Random crop (padding 4) + horizontal flip on training images.
+    pub augment: bool,
+    /// The one seed every random choice derives from.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetKind::Digits,
+            classes: None,
+            arch: Arch::Cnn,
+            epochs: 10,
+            batch_size: 128,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0,
+            optimizer: OptimizerKind::Sgd,
+            augment: false,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the numbers make sense.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "--weight-decay must be >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if let Schedule::Step { step: 0, .. } = self.schedule {
+            return bad("--step-lr must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn lr_policy(&self) -> LrPolicy {
+        LrPolicy {
+            lr: self.lr,
+            schedule: self.schedule.clone(),
+            warmup_epochs: self.warmup_epochs,
+            epochs: self.epochs,
+        }
+    }
+
+    fn optimizer(&self) -> ModuleOptimizer {
+        let decay =
+            (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
+        match self.optimizer {
+            // Burn's momentum defaults to dampening 0.1; PyTorch's (the reference) is 0.
+            OptimizerKind::Sgd => SgdConfig::new()
+                .with_momentum((self.momentum > 0.0).then(|| {
+                    MomentumConfig::new()
+                        .with_momentum(self.momentum)
+                        .with_dampening(0.0)
+                }))
+                .with_weight_decay(decay)
+                .init(),
+            OptimizerKind::Adam => AdamConfig::new()
+                .with_beta_1(self.momentum as f32)
+                .with_weight_decay(decay)
+                .init(),
+        }
+    }
+}
+
+/// Reports progress; the CLI draws a progress bar, tests stay silent.
+pub trait TrainObserver {
+    /// Called once before the first epoch that will run.
+    fn on_start(&mut self, _start_epoch: usize, _epochs: usize, _batches_per_epoch: usize) {}
+    /// Called after every batch with the running means of the epoch so far.
+    fn on_batch(&mut self, _epoch: usize, _batch: usize, _loss: f64, _accuracy: f64) {}
+    /// Called after every epoch, once its checkpoint is written.
+    fn on_epoch(&mut self, _metrics: &EpochMetrics) {}
+}
+
+/// An observer that reports nothing.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    /// Test accuracy after the last epoch, in [0, 1].
+    pub test_accuracy: f64,
+    /// Best test accuracy over all epochs.
+    pub best_test_accuracy: f64,
+    /// Epochs completed in total.
+    pub epochs: usize,
+    /// Seconds this invocation spent.
+    pub seconds: f64,
+    /// The `best` checkpoint.
+    pub checkpoint: PathBuf,
+    /// The `latest` checkpoint.
+    pub latest: PathBuf,
+    /// Every epoch's metrics (including epochs before a resume).
+    pub metrics: Vec<EpochMetrics>,
+}
+
+/// The model description for a data set split and a config: input shape, classes and
+/// normalisation (the reference library's table where it has one, else the training split's
+/// per-channel mean and std).
+pub fn model_spec(config: &TrainConfig, train: &Dataset) -> ModelSpec {
+    let (mean, std) =
+        crate::defaults::normalization(config.dataset).unwrap_or_else(|| channel_stats(train));
+    ModelSpec {
+        arch: config.arch,
+        channels: train.channels,
+        height: train.height,
+        width: train.width,
+        num_classes: train.num_classes(),
+        mean,
+        std,
+    }
+}
+
+/// Per-channel mean and standard deviation of a data set (std floored at 1e-3).
+pub fn channel_stats(data: &Dataset) -> (Vec<f32>, Vec<f32>) {
+    let c = data.channels.max(1);
+    let plane = data.height * data.width;
+    let mut sum = vec![0f64; c];
+    let mut sq = vec![0f64; c];
+    for image in data.images.chunks(data.image_len().max(1)) {
+        for (ch, values) in image.chunks(plane.max(1)).enumerate() {
+            for &v in values {
+                sum[ch] += v as f64;
+                sq[ch] += (v as f64) * (v as f64);
+            }
+        }
+    }
+    let count = (data.len() * plane).max(1) as f64;
+    let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, &m)| ((q / count - (m as f64).powi(2)).max(0.0).sqrt() as f32).max(1e-3))
+        .collect();
+    (mean, std)
+}
+
+const RUN_CONFIG: &str = "config.json";
+const METRICS: &str = "metrics.jsonl";
+
+/// Trains a model on `split.train`, evaluating on `split.test` after every epoch, writing
+/// `config.json`, `metrics.jsonl` and checkpoints into `run_dir`. With `resume`, continues from
+/// `run_dir/latest` when it exists (the run's config must be the same but for `epochs`).
+/// `device` is a plain device; autodiff is enabled here.
+pub fn train(
+    config: &TrainConfig,
+    split: &Split,
+    run_dir: &Path,
+    resume: bool,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainSummary> {
+    config.validate()?;
+    let started = Instant::now();
+    let device = device.clone().autodiff();
+    std::fs::create_dir_all(run_dir.join("checkpoints"))
+        .map_err(|e| Error::io("creating", run_dir, e))?;
+    let latest_link = run_dir.join("latest");
+    let best_link = run_dir.join("best");
+    let spec = model_spec(config, &split.train);
+
+    // Fresh start or resume.
+    let mut optimizer = config.optimizer();
+    let (mut model, start_epoch, mut history) = if resume && latest_link.exists() {
+        check_same_run(run_dir, config)?;
+        let (model, optim, meta) =
+            checkpoint::load_training_state(&latest_link, &device, optimizer)?;
+        if meta.spec != spec {
+            return Err(Error::ArchMismatch {
+                path: latest_link,
+                expected: format!("{:?}", spec),
+                found: format!("{:?}", meta.spec),
+            });
+        }
+        optimizer = optim;
+        let history = metrics::read_jsonl(&run_dir.join(METRICS), meta.epoch)?;
+        (model, meta.epoch, history)
+    } else {
+        if latest_link.exists() {
+            return Err(Error::Config(format!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                run_dir.display()
+            )));
+        }
+        device.seed(config.seed);
+        (Classifier::new(&spec, &device), 0, Vec::new())
+    };
+    checkpoint::write_json_atomic(&run_dir.join(RUN_CONFIG), config)?;
+
+    let train_set = Arc::new(split.train.clone());
+    let batches_per_epoch = train_set.len().div_ceil(config.batch_size);
+    let policy = config.lr_policy();
+    let mut best = history
+        .iter()
+        .map(|m| m.test_accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
+    observer.on_start(start_epoch, config.epochs, batches_per_epoch);
+
+    for epoch in start_epoch..config.epochs {
+        let epoch_started = Instant::now();
+        let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0usize, 0usize, config.lr);
+        let batches = loader::prefetch(
+            loader::batches(
+                Arc::clone(&train_set),
+                config.batch_size,
+                true,
+                config.seed,
+                epoch as u64,
+                config.augment,
+                false,
+            ),
+            2,
+        );
+        let (c, h, w) = (train_set.channels, train_set.height, train_set.width);
+        for (b, batch) in batches.enumerate() {
+            lr = policy.lr_at(epoch, b, batches_per_epoch);
+            let n = batch.labels.len();
+            let x = tensors::images(batch.images, [n, c, h, w], &device);
+            let y = tensors::labels(&batch.labels, &device);
+            let logits = model.forward(x);
+            let loss = cross_entropy(logits.clone(), y).mean();
+            let loss_value = tensors::to_vec(loss.clone())[0];
+            if !loss_value.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    epoch: epoch + 1,
+                    batch: b,
+                    loss: loss_value,
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(lr, model, grads);
+
+            let predictions = tensors::argmax_rows(logits);
+            correct += predictions
+                .iter()
+                .zip(&batch.labels)
+                .filter(|(p, y)| p == y)
+                .count();
+            loss_sum += loss_value as f64 * n as f64;
+            seen += n;
+            observer.on_batch(
+                epoch + 1,
+                b,
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+            );
+        }
+        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        let test = eval::evaluate(&model, &split.test, 256, &device);
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            test_accuracy: test.accuracy,
+            lr,
+            seconds: epoch_started.elapsed().as_secs_f64(),
+            train_seconds,
+        };
+        history.push(m.clone());
+
+        // Checkpoint: a complete folder first, then the links, then the metrics.
+        let name = format!("epoch-{:04}", epoch + 1);
+        let dir = run_dir.join("checkpoints").join(&name);
+        let meta = CheckpointMeta {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            spec: spec.clone(),
+            dataset: config.dataset.to_string(),
+            class_names: split.train.class_names.clone(),
+            epoch: epoch + 1,
+            seed: config.seed,
+            metrics: Some(m.clone()),
+        };
+        checkpoint::save(&dir, &model, &meta, Some(&optimizer))?;
+        let target = Path::new("checkpoints").join(&name);
+        checkpoint::point_link(&latest_link, &target)?;
+        if m.test_accuracy > best {
+            best = m.test_accuracy;
+            checkpoint::point_link(&best_link, &target)?;
+        }
+        metrics::write_jsonl(&run_dir.join(METRICS), &history)?;
+        prune_checkpoints(run_dir);
+        observer.on_epoch(&m);
+    }
+
+    let last = history.last().cloned();
+    Ok(TrainSummary {
+        test_accuracy: last.as_ref().map_or(0.0, |m| m.test_accuracy),
+        best_test_accuracy: best.max(0.0),
+        epochs: history.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        checkpoint: best_link,
+        latest: latest_link,
+        metrics: history,
+    })
+}
+
+fn check_same_run(run_dir: &Path, config: &TrainConfig) -> Result<()> {
+    let path = run_dir.join(RUN_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
+    let saved: TrainConfig = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: path.clone(),
+        message: format!("malformed run config: {e}"),
+    })?;
+    let comparable = TrainConfig {
+        epochs: config.epochs,
+        ..saved.clone()
+    };
+    if &comparable != config {
+        return Err(Error::Config(format!(
+            "--resume: {} was created with other settings; resume with the same flags (only --epochs may change)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes checkpoint folders that neither `latest` nor `best` points at (and staging leftovers
+/// of a killed run).
+fn prune_checkpoints(run_dir: &Path) {
+    let keep: Vec<PathBuf> = ["latest", "best"]
+        .iter()
+        .filter_map(|l| std::fs::canonicalize(run_dir.join(l)).ok())
+        .collect();
+    let Ok(entries) = std::fs::read_dir(run_dir.join("checkpoints")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match std::fs::canonicalize(&path) {
+            Ok(p) if keep.contains(&p) => {}
+            _ => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+}
