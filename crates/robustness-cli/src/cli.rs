@@ -23,6 +23,46 @@ pub enum Command {
     Eval(EvalArgs),
     /// Time the train step (forward + backward + SGD step) of an architecture.
     Bench(BenchArgs),
+    /// Check the paper's Gaussian-model theory numerically and draw its Figure 4.
+    Theory(TheoryArgs),
+    /// Attack some test images of a checkpoint; writes a PNG grid of originals, perturbations
+    /// and adversarial examples with predicted labels.
+    Attack(AttackCmdArgs),
+}
+
+/// Attack settings shared by `eval`, `attack` and `train --adv-train`.
+#[derive(Args, Debug, Clone)]
+pub struct AttackArgs {
+    /// Threat model: inf, 2, 1 or unconstrained.
+    #[arg(long, default_value = "2")]
+    pub constraint: String,
+    /// Radius (or comma-separated radii for a robustness curve in `eval`).
+    #[arg(long, value_delimiter = ',')]
+    pub eps: Vec<f64>,
+    /// PGD steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Step size (default 2.5 * eps / steps; adversarial training: the per-dataset table).
+    #[arg(long)]
+    pub attack_lr: Option<f64>,
+    /// Runs per example; each example keeps the run with the highest loss.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// Start from a random point of the eps-ball.
+    #[arg(long)]
+    pub random_start: bool,
+    /// Return the last iterate instead of the best one.
+    #[arg(long)]
+    pub no_use_best: bool,
+    /// Stop moving an example once it is misclassified.
+    #[arg(long)]
+    pub early_stop: bool,
+    /// Attack loss: ce, cw or dlr.
+    #[arg(long, default_value = "ce")]
+    pub loss: String,
+    /// L1 steps: fraction of coordinates moved per step.
+    #[arg(long, default_value_t = 0.01)]
+    pub l1_sparsity: f64,
 }
 
 /// Where the data comes from.
@@ -117,6 +157,20 @@ pub struct TrainArgs {
     /// Turn off training-time augmentation (random crop + flip).
     #[arg(long)]
     pub no_augment: bool,
+    /// PGD adversarial training (Madry et al. 2018) with the attack flags below.
+    #[arg(long)]
+    pub adv_train: bool,
+    /// Adversarial training method: pgd, or fgsm-rs (FGSM from a random start, step 1.25 eps).
+    #[arg(long, default_value = "pgd")]
+    pub adv_method: String,
+    /// Also measure robust test accuracy (same attack) after every epoch.
+    #[arg(long)]
+    pub adv_eval: bool,
+    /// Number of test images for --adv-eval (default 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub adv_eval_limit: usize,
+    #[command(flatten)]
+    pub attack: AttackArgs,
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +189,46 @@ pub struct EvalArgs {
     /// Evaluation batch size.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+    /// Attack to evaluate against: pgd, fgsm, apgd-ce, apgd-dlr (none: clean accuracy only).
+    #[arg(long)]
+    pub attack: Option<String>,
+    #[command(flatten)]
+    pub attack_args: AttackArgs,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Folder for the robustness-curve table and plot (with several --eps).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AttackCmdArgs {
+    /// Checkpoint folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test-set indices, e.g. 0..16 or 3,7,9.
+    #[arg(long, default_value = "0..16")]
+    pub indices: String,
+    /// Attack: pgd, fgsm, apgd-ce, apgd-dlr.
+    #[arg(long, default_value = "pgd")]
+    pub attack: String,
+    #[command(flatten)]
+    pub attack_args: AttackArgs,
+    /// Targeted attack toward this class (name or index) instead of untargeted.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Seed of the data split and random starts (default: the checkpoint's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output folder (grid.png, attack.json).
+    #[arg(long)]
+    pub out: PathBuf,
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,
@@ -161,6 +255,28 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
     /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TheoryArgs {
+    /// Dimension of the Gaussian model.
+    #[arg(long, default_value_t = 6)]
+    pub dim: usize,
+    /// Comma-separated adversary budgets eps.
+    #[arg(long, default_value = "0.1,0.5,1,3", value_delimiter = ',')]
+    pub eps: Vec<f64>,
+    /// Comma-separated sample sizes for the learning-from-samples table.
+    #[arg(long, default_value = "100,1000,10000,100000", value_delimiter = ',')]
+    pub samples: Vec<usize>,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder for figure4.png and report.md.
+    #[arg(long, default_value = "theory")]
+    pub out: PathBuf,
+    /// Print one JSON object with every check on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -1,5 +1,17 @@
 //! The `robustness` command-line tool: parses arguments, calls the library, prints results.
 
+/// `println!` that ends the process quietly when stdout is closed (e.g. piped into `head`)
+/// instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, $($arg)*).and_then(|_| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod cli;
 mod commands;
 mod progress;

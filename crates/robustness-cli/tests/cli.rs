@@ -57,6 +57,8 @@ fn metrics_without_times(run: &Path) -> Vec<Value> {
             let obj = v.as_object_mut().expect("object");
             obj.remove("seconds");
             obj.remove("train_seconds");
+            obj.remove("step_seconds");
+            obj.remove("eval_seconds");
             v
         })
         .collect()

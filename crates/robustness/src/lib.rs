@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attack;
 pub mod bench;
 pub mod data;
 pub mod defaults;
@@ -22,7 +23,9 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod models;
+pub mod report;
 pub mod tensors;
+pub mod theory;
 pub mod train;
 
 pub use burn::tensor::Device;

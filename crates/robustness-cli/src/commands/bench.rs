@@ -49,9 +49,15 @@ pub fn run(args: BenchArgs, device: &robustness::Device) -> Result<()> {
             "device": robustness::device::describe(device),
         }));
     }
-    println!(
+    outln!(
         "{arch} batch {} ({c}x{h}x{w}): train step median {:.1} ms (min {:.1}, max {:.1}, {} steps after {} warm-up), {:.1} GFLOP/s",
-        args.batch, timing.median_ms, timing.min_ms, timing.max_ms, args.iters, args.warmup, gflops
+        args.batch,
+        timing.median_ms,
+        timing.min_ms,
+        timing.max_ms,
+        args.iters,
+        args.warmup,
+        gflops
     );
     Ok(())
 }

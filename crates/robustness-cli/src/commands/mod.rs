@@ -1,11 +1,15 @@
 //! One file per subcommand; this file dispatches and holds the data-loading step they share.
 
+mod attack;
 mod bench;
 mod eval;
+mod theory;
 mod train;
 
-use crate::cli::{Cli, Command, DataArgs};
+use crate::cli::{AttackArgs, Cli, Command, DataArgs};
 use anyhow::{Context, Result, bail};
+use robustness::attack::AttackConfig;
+use robustness::attack::threat::Constraint;
 use robustness::data::{self, DatasetKind, Split, SyntheticConfig};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -14,6 +18,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(args, &device),
         Command::Eval(args) => eval::run(args, &device),
         Command::Bench(args) => bench::run(args, &device),
+        Command::Theory(args) => theory::run(args),
+        Command::Attack(args) => attack::run(args, &device),
     }
 }
 
@@ -70,6 +76,33 @@ pub fn load_data(args: &DataArgs, seed: u64) -> Result<(DatasetKind, Split, Opti
 
 /// Prints a value as one JSON object on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    outln!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+/// The attack settings from the flags, for one radius. `base` supplies what the flags leave
+/// open (the per-dataset adversarial-training table, or the evaluation defaults).
+pub fn attack_config(args: &AttackArgs, eps: f64, base: AttackConfig) -> Result<AttackConfig> {
+    let constraint: Constraint = args.constraint.parse().map_err(anyhow::Error::msg)?;
+    let steps = args.steps.unwrap_or(base.steps);
+    let config = AttackConfig {
+        constraint,
+        eps,
+        step_size: args.attack_lr.or(base.step_size),
+        steps,
+        random_start: args.random_start || base.random_start,
+        restarts: args.restarts.max(1),
+        targeted: false,
+        use_best: !args.no_use_best && base.use_best,
+        early_stop: args.early_stop,
+        loss: args.loss.parse().map_err(anyhow::Error::msg)?,
+        l1_sparsity: args.l1_sparsity,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// The constraint named by the flags.
+pub fn constraint_of(args: &AttackArgs) -> Result<Constraint> {
+    args.constraint.parse().map_err(anyhow::Error::msg)
 }

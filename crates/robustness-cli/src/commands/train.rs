@@ -1,12 +1,12 @@
 //! `robustness train`: flags -> `TrainConfig` (per-dataset defaults, flags winning) -> train.
 
 use crate::cli::{OptimizerArg, ScheduleArg, TrainArgs};
-use crate::commands::{load_data, print_json};
+use crate::commands::{attack_config, constraint_of, load_data, print_json};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use robustness::defaults;
 use robustness::train::schedule::Schedule;
-use robustness::train::{self, OptimizerKind, TrainConfig};
+use robustness::train::{self, AdvMethod, Adversarial, OptimizerKind, TrainConfig};
 use serde_json::json;
 
 pub fn run(args: TrainArgs, device: &robustness::Device) -> Result<()> {
@@ -37,10 +37,12 @@ pub fn run(args: TrainArgs, device: &robustness::Device) -> Result<()> {
             "dataset": config.dataset,
             "arch": config.arch,
             "seed": config.seed,
+            "adversarial": config.adversarial,
+            "robust_test_accuracy": summary.metrics.last().and_then(|m| m.robust_test_accuracy),
             "metrics": summary.metrics,
         }))?;
     } else {
-        println!(
+        outln!(
             "{} on {}: test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.1}s; checkpoint {}",
             config.arch,
             config.dataset,
@@ -99,6 +101,27 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
     }
     if args.no_augment {
         config.augment = false;
+    }
+    if args.adv_train {
+        let constraint = constraint_of(&args.attack)?;
+        if args.attack.eps.len() > 1 {
+            anyhow::bail!("--adv-train takes one --eps, got {:?}", args.attack.eps);
+        }
+        let base =
+            defaults::adversarial(config.dataset, constraint, args.attack.eps.first().copied());
+        let eps = base.eps;
+        let attack = attack_config(&args.attack, eps, base)?;
+        let method = match args.adv_method.as_str() {
+            "pgd" => AdvMethod::Pgd,
+            "fgsm-rs" | "fgsm" => AdvMethod::FgsmRs,
+            other => anyhow::bail!("unknown --adv-method '{other}': expected pgd or fgsm-rs"),
+        };
+        config.adversarial = Some(Adversarial {
+            attack,
+            method,
+            eval: args.adv_eval,
+            eval_limit: args.adv_eval_limit,
+        });
     }
     config.validate()?;
     Ok(())

@@ -42,7 +42,13 @@ fn register_embedded_font() -> Result<(), TheoryError> {
     let ok = *REGISTERED.get_or_init(|| {
         register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
     });
-    if ok { Ok(()) } else { Err(TheoryError::Figure("embedded DejaVu Sans did not load".into())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(TheoryError::Figure(
+            "embedded DejaVu Sans did not load".into(),
+        ))
+    }
 }
 
 /// Points of the ellipse {x : (x−c)ᵀΣ⁻¹(x−c) = 1}, the unit ball of the Mahalanobis metric.
@@ -61,16 +67,48 @@ fn metric_ball(center: [f64; 2], sigma: &DMatrix<f64>) -> Result<Vec<(f64, f64)>
         .collect())
 }
 
+/// Splits a polyline into the runs of points inside the plotted box, so nothing is drawn on the
+/// frame where plotters would clamp outside points.
+fn inside_runs(points: Vec<(f64, f64)>) -> Vec<Vec<(f64, f64)>> {
+    let inside = |p: &(f64, f64)| {
+        p.0 >= X_RANGE.0 && p.0 <= X_RANGE.1 && p.1 >= Y_RANGE.0 && p.1 <= Y_RANGE.1
+    };
+    let mut runs = vec![Vec::new()];
+    for p in points {
+        if inside(&p) {
+            if let Some(r) = runs.last_mut() {
+                r.push(p);
+            }
+        } else if runs.last().is_some_and(|r| !r.is_empty()) {
+            runs.push(Vec::new());
+        }
+    }
+    runs.retain(|r| r.len() > 1);
+    runs
+}
+
 /// The segment of the line wᵀx = 0 inside the plotted box.
 fn boundary(w: &DVector<f64>) -> Vec<(f64, f64)> {
     let dir = (-w[1], w[0]);
-    let tx = if dir.0 != 0.0 { X_RANGE.1 / dir.0.abs() } else { f64::INFINITY };
-    let ty = if dir.1 != 0.0 { Y_RANGE.1 / dir.1.abs() } else { f64::INFINITY };
+    let tx = if dir.0 != 0.0 {
+        X_RANGE.1 / dir.0.abs()
+    } else {
+        f64::INFINITY
+    };
+    let ty = if dir.1 != 0.0 {
+        Y_RANGE.1 / dir.1.abs()
+    } else {
+        f64::INFINITY
+    };
     let t = tx.min(ty);
     vec![(-t * dir.0, -t * dir.1), (t * dir.0, t * dir.1)]
 }
 
-fn gaussian_points(mean: [f64; 2], sigma: &DMatrix<f64>, rng: &mut ChaCha8Rng) -> Result<Vec<(f64, f64)>, TheoryError> {
+fn gaussian_points(
+    mean: [f64; 2],
+    sigma: &DMatrix<f64>,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<(f64, f64)>, TheoryError> {
     let l = sigma
         .clone()
         .cholesky()
@@ -109,13 +147,22 @@ pub fn figure4(path: &Path) -> Result<(), TheoryError> {
     };
     let true_w = weight(&sigma_star)?;
     let mut panels = vec![
-        Panel { title: "Maximum likelihood estimate".into(), model: None },
-        Panel { title: "True parameters (ε = 0)".into(), model: Some((sigma_star.clone(), true_w.clone())) },
+        Panel {
+            title: "Maximum likelihood estimate".into(),
+            model: None,
+        },
+        Panel {
+            title: "True parameters (ε = 0)".into(),
+            model: Some((sigma_star.clone(), true_w.clone())),
+        },
     ];
     for eps in FIGURE_EPS {
         let (sigma_r, _) = robust_covariance(&sigma_star, eps)?;
         let w = weight(&sigma_r)?;
-        panels.push(Panel { title: format!("Robust parameters, ε = {eps:.1}"), model: Some((sigma_r, w)) });
+        panels.push(Panel {
+            title: format!("Robust parameters, ε = {eps:.1}"),
+            model: Some((sigma_r, w)),
+        });
     }
 
     let mut rng = ChaCha8Rng::seed_from_u64(4);
@@ -148,7 +195,11 @@ pub fn figure4(path: &Path) -> Result<(), TheoryError> {
             match &panel.model {
                 None => {
                     chart
-                        .draw_series(centred.iter().map(|p| Circle::new(*p, 2, blue.mix(0.5).filled())))
+                        .draw_series(
+                            centred
+                                .iter()
+                                .map(|p| Circle::new(*p, 2, blue.mix(0.5).filled())),
+                        )
                         .map_err(figure_error)?
                         .label("samples from N(0, Σ)")
                         .legend(move |(x, y)| Circle::new((x + 10, y), 3, blue.filled()));
@@ -160,41 +211,82 @@ pub fn figure4(path: &Path) -> Result<(), TheoryError> {
                         .draw_series(LineSeries::new(unit, BLACK.stroke_width(3)))
                         .map_err(figure_error)?
                         .label("ℓ2 unit ball")
-                        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+                        .legend(|(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3))
+                        });
                     chart
-                        .draw_series(LineSeries::new(metric_ball([0.0, 0.0], &sigma_star)?, RED.stroke_width(3)))
+                        .draw_series(LineSeries::new(
+                            metric_ball([0.0, 0.0], &sigma_star)?,
+                            RED.stroke_width(3),
+                        ))
                         .map_err(figure_error)?
                         .label("Σ⁻¹-metric unit ball")
-                        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(3)));
+                        .legend(|(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(3))
+                        });
                 }
                 Some((sigma, w)) => {
                     chart
-                        .draw_series(positive.iter().map(|p| Circle::new(*p, 2, orange.mix(0.5).filled())))
+                        .draw_series(
+                            positive
+                                .iter()
+                                .map(|p| Circle::new(*p, 2, orange.mix(0.5).filled())),
+                        )
                         .map_err(figure_error)?
                         .label("y = +1")
                         .legend(move |(x, y)| Circle::new((x + 10, y), 3, orange.filled()));
                     chart
-                        .draw_series(negative.iter().map(|p| Circle::new(*p, 2, blue.mix(0.5).filled())))
+                        .draw_series(
+                            negative
+                                .iter()
+                                .map(|p| Circle::new(*p, 2, blue.mix(0.5).filled())),
+                        )
                         .map_err(figure_error)?
                         .label("y = −1")
                         .legend(move |(x, y)| Circle::new((x + 10, y), 3, blue.filled()));
+                    let mut labelled = false;
                     for center in [[mu[0], mu[1]], [-mu[0], -mu[1]]] {
-                        chart
-                            .draw_series(LineSeries::new(metric_ball(center, sigma)?, RED.stroke_width(2)))
-                            .map_err(figure_error)?;
+                        for run in inside_runs(metric_ball(center, sigma)?) {
+                            let series = chart
+                                .draw_series(LineSeries::new(run, RED.stroke_width(2)))
+                                .map_err(figure_error)?;
+                            if !labelled {
+                                series
+                                    .label("Σ⁻¹-metric unit balls at ±μ")
+                                    .legend(|(x, y)| {
+                                        PathElement::new(
+                                            vec![(x, y), (x + 20, y)],
+                                            RED.stroke_width(2),
+                                        )
+                                    });
+                                labelled = true;
+                            }
+                        }
                     }
                     if w != &true_w {
                         chart
-                            .draw_series(DashedLineSeries::new(boundary(&true_w), 8, 6, RGBColor(128, 128, 128).stroke_width(2)))
+                            .draw_series(DashedLineSeries::new(
+                                boundary(&true_w),
+                                8,
+                                6,
+                                RGBColor(128, 128, 128).stroke_width(2),
+                            ))
                             .map_err(figure_error)?
                             .label("boundary at ε = 0")
-                            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(128, 128, 128).stroke_width(2)));
+                            .legend(|(x, y)| {
+                                PathElement::new(
+                                    vec![(x, y), (x + 20, y)],
+                                    RGBColor(128, 128, 128).stroke_width(2),
+                                )
+                            });
                     }
                     chart
                         .draw_series(LineSeries::new(boundary(w), BLACK.stroke_width(3)))
                         .map_err(figure_error)?
                         .label("decision boundary")
-                        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+                        .legend(|(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3))
+                        });
                 }
             }
             chart
@@ -210,7 +302,10 @@ pub fn figure4(path: &Path) -> Result<(), TheoryError> {
     }
 
     let tmp = path.with_extension("png.tmp");
-    let io = |source: std::io::Error, p: &Path| TheoryError::Io { path: p.to_path_buf(), source };
+    let io = |source: std::io::Error, p: &Path| TheoryError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
     {
         let file = File::create(&tmp).map_err(|e| io(e, &tmp))?;
         let mut encoder = png::Encoder::new(BufWriter::new(file), WIDTH, HEIGHT);
@@ -243,7 +338,10 @@ mod tests {
             assert!(a < last, "eps {eps}: angle {a} not below {last}");
             last = a;
         }
-        assert!(last < 0.2, "at ε = 10 the boundary should be close to ⟂ μ, angle {last}");
+        assert!(
+            last < 0.2,
+            "at ε = 10 the boundary should be close to ⟂ μ, angle {last}"
+        );
     }
 
     #[test]

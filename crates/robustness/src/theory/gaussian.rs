@@ -307,12 +307,18 @@ pub fn robust_covariance(
     let spectrum = robust_spectrum(eig.eigenvalues.as_slice(), eps)?;
     let r = DVector::from_vec(spectrum.eigenvalues);
     let q = &eig.eigenvectors;
-    Ok((q * DMatrix::from_diagonal(&r) * q.transpose(), spectrum.lambda))
+    Ok((
+        q * DMatrix::from_diagonal(&r) * q.transpose(),
+        spectrum.lambda,
+    ))
 }
 
 /// κ = σ_max/σ_min of a positive spectrum.
 pub fn condition_number(eigenvalues: &[f64]) -> f64 {
-    let max = eigenvalues.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let max = eigenvalues
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
     let min = eigenvalues.iter().copied().fold(f64::INFINITY, f64::min);
     max / min
 }
@@ -332,10 +338,19 @@ mod tests {
         // PAPER.md §3: λ = 33.8, 4.74, 1.84, 0.356; κ(Σ_r) = 21.9, 9.36, 5.45, 2.42; κ(Σ*) = 31.7.
         let s = paper_spectrum();
         assert_eq!(format!("{:.1}", condition_number(&s)), "31.7");
-        let expected = [(0.1, 33.8, 21.9), (0.5, 4.74, 9.36), (1.0, 1.84, 5.45), (3.0, 0.356, 2.42)];
+        let expected = [
+            (0.1, 33.8, 21.9),
+            (0.5, 4.74, 9.36),
+            (1.0, 1.84, 5.45),
+            (3.0, 0.356, 2.42),
+        ];
         for (eps, lambda, kappa) in expected {
             let r = robust_spectrum(&s, eps).expect("valid spectrum");
-            assert!((sig3(r.lambda) - lambda).abs() < 1e-9, "eps {eps}: λ = {}", r.lambda);
+            assert!(
+                (sig3(r.lambda) - lambda).abs() < 1e-9,
+                "eps {eps}: λ = {}",
+                r.lambda
+            );
             let k = condition_number(&r.eigenvalues);
             assert!((sig3(k) - kappa).abs() < 1e-9, "eps {eps}: κ = {k}");
         }
@@ -383,7 +398,10 @@ mod tests {
                 .zip(&r.eigenvalues)
                 .map(|(a, b)| ((a - b) / a).abs())
                 .fold(0.0, f64::max);
-            assert!(err < last / 5.0, "eps {eps}: error {err} vs previous {last}");
+            assert!(
+                err < last / 5.0,
+                "eps {eps}: error {err} vs previous {last}"
+            );
             assert!(r.lambda > 1.0 / eps, "eps {eps}: λ = {}", r.lambda);
             last = err;
         }
@@ -399,13 +417,17 @@ mod tests {
             assert!(k < last, "eps {eps}: κ {k} not below {last}");
             last = k;
         }
-        assert!(last < 1.5, "large eps should be nearly isotropic, κ = {last}");
+        assert!(
+            last < 1.5,
+            "large eps should be nearly isotropic, κ = {last}"
+        );
     }
 
     #[test]
     fn matrix_function_commutes_with_rotation() {
         let theta: f64 = 0.7;
-        let q = DMatrix::from_row_slice(2, 2, &[theta.cos(), -theta.sin(), theta.sin(), theta.cos()]);
+        let q =
+            DMatrix::from_row_slice(2, 2, &[theta.cos(), -theta.sin(), theta.sin(), theta.cos()]);
         let d = DMatrix::from_diagonal(&DVector::from_vec(vec![9.0, 0.2]));
         let (rd, ld) = robust_covariance(&d, 1.0).expect("valid");
         let (rq, lq) = robust_covariance(&(&q * &d * q.transpose()), 1.0).expect("valid");

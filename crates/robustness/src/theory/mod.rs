@@ -1,6 +1,7 @@
 //! The theoretical model of [P] (Ilyas et al., NeurIPS 2019, Sec. 4 and App. E), with every claim
 //! checked numerically: closed forms in [`gaussian`], independent numeric solvers in [`numeric`],
-//! learning from samples in [`sample`], and Figure 4 in [`figure`]. [`run`] produces the report.
+//! learning from samples in [`sample`], and Figure 4 in [`figure`]. [`run`] (in `checks.rs`) runs
+//! every check and returns a [`TheoryReport`] (types and Markdown in `report.rs`).
 //!
 //! # Model
 //! y ~ U{−1, +1}, x ~ N(y·μ*, Σ*) (eq. 10). The learner fits Θ = (μ, Σ) by maximum likelihood,
@@ -49,18 +50,20 @@
 //! [P]: Ilyas, Santurkar, Tsipras, Engstrom, Tran, Madry, "Adversarial Examples Are Not Bugs, They
 //! Are Features", NeurIPS 2019.
 
+mod checks;
 pub mod figure;
 pub mod gaussian;
 pub mod numeric;
-pub mod sample;
 mod report;
+pub mod sample;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use checks::run;
 pub use figure::figure4;
-pub use report::{Check, Comparison, PgdRow, SampleRow, Section, TheoryReport, run};
+pub use report::{Check, Comparison, PgdRow, SampleRow, Section, TheoryReport};
 
 /// Errors of the theory module; each says what was wrong and what to change.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +125,11 @@ impl TheoryConfig {
         if self.eps.is_empty() {
             return Err(TheoryError::InvalidConfig("give at least one eps".into()));
         }
-        if let Some(e) = self.eps.iter().find(|e| !(e.is_finite() && **e > 0.0 && **e <= 1e3)) {
+        if let Some(e) = self
+            .eps
+            .iter()
+            .find(|e| !(e.is_finite() && **e > 0.0 && **e <= 1e3))
+        {
             return Err(TheoryError::InvalidConfig(format!(
                 "every eps must be in (0, 1000], got {e}"
             )));

@@ -40,9 +40,13 @@ pub fn rotate(spectrum: &[f64], q: &DMatrix<f64>) -> DMatrix<f64> {
 }
 
 fn unit_random(d: usize, rng: &mut impl Rng) -> DVector<f64> {
-    let v = DVector::from_fn(d, |_, _| rng.sample(StandardNormal));
+    let v: DVector<f64> = DVector::from_fn(d, |_, _| rng.sample(StandardNormal));
     let n = v.norm();
-    if n > 0.0 { v / n } else { DVector::from_element(d, 1.0 / (d as f64).sqrt()) }
+    if n > 0.0 {
+        v / n
+    } else {
+        DVector::from_element(d, 1.0 / (d as f64).sqrt())
+    }
 }
 
 /// Result of [`maximise_on_sphere`].
@@ -75,7 +79,11 @@ pub fn maximise_on_sphere(
     for start in 0..=restarts {
         let mut delta = if start == 0 {
             let g = a * v;
-            if g.norm() > 0.0 { &g * (eps / g.norm()) } else { unit_random(d, rng) * eps }
+            if g.norm() > 0.0 {
+                &g * (eps / g.norm())
+            } else {
+                unit_random(d, rng) * eps
+            }
         } else {
             unit_random(d, rng) * eps
         };
@@ -90,13 +98,17 @@ pub fn maximise_on_sphere(
             let next = g * (eps / norm);
             let change = (&next - &delta).norm();
             delta = next;
-            if change <= 1e-15 * eps {
+            if change <= 1e-14 * eps {
                 break;
             }
         }
         let value = objective(&delta);
         if best.as_ref().is_none_or(|b| value > b.value) {
-            best = Some(SphereMax { delta, value, iterations });
+            best = Some(SphereMax {
+                delta,
+                value,
+                iterations,
+            });
         }
     }
     best.ok_or_else(|| TheoryError::InvalidConfig("no start was run".into()))
@@ -147,9 +159,10 @@ pub fn monte_carlo_gap(
     rng: &mut impl Rng,
 ) -> Result<MonteCarlo, TheoryError> {
     let d = sigma_star.nrows();
-    let chol = sigma_star.clone().cholesky().ok_or_else(|| {
-        TheoryError::NotPositiveDefinite("Sigma* for the Monte Carlo gap".into())
-    })?;
+    let chol = sigma_star
+        .clone()
+        .cholesky()
+        .ok_or_else(|| TheoryError::NotPositiveDefinite("Sigma* for the Monte Carlo gap".into()))?;
     let a = chol.inverse();
     let l = chol.l();
     let (mut sum, mut sum_sq, mut iterations) = (0.0, 0.0, 0usize);
@@ -201,7 +214,8 @@ pub fn minimise_gap_at_fixed_trace(c: f64, start: &[f64]) -> Result<Vec<f64>, Th
             let ok = trial.iter().all(|x| c * x > 1.0);
             if ok {
                 let trial_value = theorem1_gap(&trial, c)?;
-                if trial_value <= value - 1e-4 * step * dir_norm * dir_norm {
+                // Strict decrease: once the objective stops resolving the step, the search ends.
+                if trial_value < value - 1e-4 * step * dir_norm * dir_norm {
                     s = trial;
                     value = trial_value;
                     step *= 2.0;
@@ -209,7 +223,7 @@ pub fn minimise_gap_at_fixed_trace(c: f64, start: &[f64]) -> Result<Vec<f64>, Th
                 }
             }
             step *= 0.5;
-            if step < 1e-300 {
+            if step * dir_norm < 1e-18 * (1.0 + s.iter().map(|x| x.abs()).sum::<f64>()) {
                 return Ok(s);
             }
         }
@@ -239,7 +253,12 @@ pub fn adversary_best_response(
             .map(|(w, si)| w / (l * si - 1.0).powi(2))
             .sum()
     };
-    let lambda = multiplier_above(1.0 / s.min(), eps * eps, "the adversary's best response", budget)?;
+    let lambda = multiplier_above(
+        1.0 / s.min(),
+        eps * eps,
+        "the adversary's best response",
+        budget,
+    )?;
     let m = DVector::from_iterator(s.len(), s.iter().map(|si| 1.0 / (lambda * si - 1.0)));
     Ok((u * DMatrix::from_diagonal(&m) * u.transpose(), lambda))
 }
@@ -259,7 +278,8 @@ pub struct Saddle {
 /// Solves Theorem 2's min-max numerically in full matrices (no eigenbasis of Σ* is used):
 /// the adversary plays its best response M(Σ, μ) and the learner moves part-way (`damping`) to its
 /// own best response against that M, μ ← μ*, Σ ← (I+M)E[(x−μ)(x−μ)ᵀ](I+M) (the Gaussian MLE of
-/// the perturbed points), until the iteration stops moving. Starts at (μ_start, Σ*).
+/// the perturbed points), until the iteration stops moving. Starts at (μ_start, Σ*). `damping` is
+/// the initial step towards the best response; it is halved whenever an update fails to contract.
 pub fn solve_robust_saddle(
     sigma_star: &DMatrix<f64>,
     mu_star: &DVector<f64>,
@@ -272,6 +292,8 @@ pub fn solve_robust_saddle(
     let mut mu = mu_start.clone();
     let mut sigma = sigma_star.clone();
     let max_iterations = 100_000;
+    let mut damping = damping;
+    let mut previous_step = f64::INFINITY;
     for it in 1..=max_iterations {
         let diff = mu_star - &mu;
         let second_moment = sigma_star + &diff * diff.transpose();
@@ -287,11 +309,24 @@ pub fn solve_robust_saddle(
             + (&mu_next - &mu).norm() / (1.0 + mu_star.norm());
         sigma = next;
         mu = mu_next;
+        // A best response that overshoots (Jacobian below −1) makes the damped map cycle; halve
+        // the damping whenever an update fails to contract.
+        if step > 0.95 * previous_step {
+            damping = (damping * 0.5).max(1e-4);
+        }
+        previous_step = step;
         if step <= 1e-15 {
             let diff = mu_star - &mu;
             let (adversary, lambda) =
                 adversary_best_response(&sigma, &(sigma_star + &diff * diff.transpose()), eps)?;
-            return Ok(Saddle { mu, sigma, lambda, adversary, iterations: it, last_step: step });
+            return Ok(Saddle {
+                mu,
+                sigma,
+                lambda,
+                adversary,
+                iterations: it,
+                last_step: step,
+            });
         }
         if it == max_iterations && step > 1e-12 {
             return Err(TheoryError::NoConvergence {
@@ -303,7 +338,14 @@ pub fn solve_robust_saddle(
     let diff = mu_star - &mu;
     let (adversary, lambda) =
         adversary_best_response(&sigma, &(sigma_star + &diff * diff.transpose()), eps)?;
-    Ok(Saddle { mu, sigma, lambda, adversary, iterations: max_iterations, last_step: 1e-12 })
+    Ok(Saddle {
+        mu,
+        sigma,
+        lambda,
+        adversary,
+        iterations: max_iterations,
+        last_step: 1e-12,
+    })
 }
 
 /// Maximises the adversary's objective Σ_i (1+m_i)² S_i/σ_i over diagonal M with
@@ -316,10 +358,18 @@ pub fn maximise_adversary_diagonal(
     restarts: usize,
     rng: &mut impl Rng,
 ) -> Result<(Vec<f64>, f64), TheoryError> {
-    let a = DMatrix::from_diagonal(&DVector::from_iterator(sigma.len(), sigma.iter().map(|s| 1.0 / s)));
+    let a = DMatrix::from_diagonal(&DVector::from_iterator(
+        sigma.len(),
+        sigma.iter().map(|s| 1.0 / s),
+    ));
     let root = DVector::from_iterator(second_moment.len(), second_moment.iter().map(|s| s.sqrt()));
     let best = maximise_on_sphere(&a, &root, eps, restarts, rng)?;
-    let m = best.delta.iter().zip(root.iter()).map(|(u, r)| u / r).collect();
+    let m = best
+        .delta
+        .iter()
+        .zip(root.iter())
+        .map(|(u, r)| u / r)
+        .collect();
     Ok((m, best.value))
 }
 
@@ -335,7 +385,11 @@ pub fn adversary_value(sigma: &[f64], second_moment: &[f64], m: &[f64]) -> f64 {
 
 /// Lemma 8 numerically: min over unit x of xᵀAx/‖Ax‖ for A ≻ 0, by projected gradient descent on
 /// the sphere with backtracking, best of `restarts` random starts.
-pub fn min_cosine(a: &DMatrix<f64>, restarts: usize, rng: &mut impl Rng) -> Result<f64, TheoryError> {
+pub fn min_cosine(
+    a: &DMatrix<f64>,
+    restarts: usize,
+    rng: &mut impl Rng,
+) -> Result<f64, TheoryError> {
     let d = a.nrows();
     let f = |x: &DVector<f64>| x.dot(&(a * x)) / (a * x).norm();
     let mut best = f64::INFINITY;
@@ -376,15 +430,17 @@ pub fn min_cosine(a: &DMatrix<f64>, restarts: usize, rng: &mut impl Rng) -> Resu
     if best.is_finite() {
         Ok(best)
     } else {
-        Err(TheoryError::NotPositiveDefinite("min_cosine needs A ≻ 0".into()))
+        Err(TheoryError::NotPositiveDefinite(
+            "min_cosine needs A ≻ 0".into(),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::gaussian::{
-        lemma1_perturbation, paper_spectrum, penalised_perturbation, robust_covariance,
-        robust_spectrum, worst_case_cosine, condition_number,
+        condition_number, lemma1_perturbation, paper_spectrum, penalised_perturbation,
+        robust_covariance, robust_spectrum, worst_case_cosine,
     };
     use super::*;
     use rand::SeedableRng;
@@ -407,7 +463,11 @@ mod tests {
             let w = &v + &delta;
             let closed = w.dot(&(&a * &w));
             let numeric = maximise_on_sphere(&a, &v, eps, 8, &mut rng).expect("runs");
-            assert!(((closed - numeric.value) / closed).abs() < 1e-10, "eps {eps}: {closed} vs {}", numeric.value);
+            assert!(
+                ((closed - numeric.value) / closed).abs() < 1e-10,
+                "eps {eps}: {closed} vs {}",
+                numeric.value
+            );
         }
     }
 
@@ -416,11 +476,15 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let sigma = rotated_paper(&mut rng);
         let a = sigma.clone().try_inverse().expect("SPD");
-        let c = 2.0 / paper_spectrum().iter().copied().fold(f64::INFINITY, f64::min);
+        let c = 2.0
+            / paper_spectrum()
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min);
         let v = DVector::from_fn(6, |_, _| rng.sample::<f64, _>(StandardNormal));
         let closed = penalised_perturbation(&sigma, &v, c).expect("C above bound");
         let (numeric, _) = maximise_penalised(&a, &v, c).expect("converges");
-        assert!((closed - numeric).norm() < 1e-10 * closed.norm());
+        assert!((&closed - &numeric).norm() < 1e-10 * closed.norm());
     }
 
     #[test]
@@ -431,7 +495,12 @@ mod tests {
         let c = 1.5 / s.iter().copied().fold(f64::INFINITY, f64::min);
         let closed = theorem1_gap(&s, c).expect("valid");
         let mc = monte_carlo_gap(&sigma, c, 4_000, &mut rng).expect("runs");
-        assert!((mc.mean - closed).abs() < 4.0 * mc.std_error, "{} ± {} vs {closed}", mc.mean, mc.std_error);
+        assert!(
+            (mc.mean - closed).abs() < 4.0 * mc.std_error,
+            "{} ± {} vs {closed}",
+            mc.mean,
+            mc.std_error
+        );
         // And it is not trivially wide: the standard error is a few percent of the gap.
         assert!(mc.std_error < 0.1 * closed);
     }
@@ -462,7 +531,8 @@ mod tests {
         let mu_start = &mu_star + DVector::from_element(6, 0.3);
         for eps in [0.1, 1.0, 3.0] {
             let (closed, lambda) = robust_covariance(&sigma_star, eps).expect("valid");
-            let saddle = solve_robust_saddle(&sigma_star, &mu_star, &mu_start, eps, 0.5).expect("converges");
+            let saddle =
+                solve_robust_saddle(&sigma_star, &mu_star, &mu_start, eps, 0.5).expect("converges");
             let rel = (&saddle.sigma - &closed).norm() / closed.norm();
             assert!(rel < 1e-8, "eps {eps}: rel {rel}");
             assert!(((saddle.lambda - lambda) / lambda).abs() < 1e-8);
@@ -475,7 +545,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(6);
         let s = paper_spectrum();
         let r = robust_spectrum(&s, 1.0).expect("valid");
-        let (m, value) = maximise_adversary_diagonal(&r.eigenvalues, &s, 1.0, 8, &mut rng).expect("runs");
+        let (m, value) =
+            maximise_adversary_diagonal(&r.eigenvalues, &s, 1.0, 8, &mut rng).expect("runs");
         let closed = adversary_value(&r.eigenvalues, &s, &r.multipliers);
         assert!(((value - closed) / closed).abs() < 1e-10);
         for (a, b) in m.iter().zip(&r.multipliers) {
@@ -490,6 +561,9 @@ mod tests {
         let a = sigma.try_inverse().expect("SPD");
         let numeric = min_cosine(&a, 8, &mut rng).expect("runs");
         let closed = worst_case_cosine(condition_number(&paper_spectrum()));
-        assert!(((numeric - closed) / closed).abs() < 1e-6, "{numeric} vs {closed}");
+        assert!(
+            ((numeric - closed) / closed).abs() < 1e-6,
+            "{numeric} vs {closed}"
+        );
     }
 }

@@ -18,10 +18,20 @@ pub struct EpochMetrics {
     pub test_accuracy: f64,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
-    /// Wall-clock seconds of the epoch (training and evaluation).
+    /// Wall-clock seconds of the whole epoch: training, evaluation, checkpoint.
     pub seconds: f64,
-    /// Seconds spent in training steps alone.
+    /// Wall-clock seconds of the training pass (batches, steps, metrics).
     pub train_seconds: f64,
+    /// Seconds inside the framework steps alone (upload, forward, loss, backward, optimizer
+    /// step); `train_seconds / step_seconds - 1` is the loop's overhead.
+    #[serde(default)]
+    pub step_seconds: f64,
+    /// Seconds of the test-set evaluation.
+    #[serde(default)]
+    pub eval_seconds: f64,
+    /// Robust test accuracy (adversarial training with `--adv-eval`), in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust_test_accuracy: Option<f64>,
 }
 
 /// Writes all epochs' metrics as JSON lines, atomically (the file is rewritten each epoch, so a

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod schedule;
 
+use crate::attack::{self, AttackConfig, AttackKind};
 use crate::data::{Dataset, DatasetKind, Split, loader};
 use crate::error::{Error, Result};
 use crate::eval;
@@ -17,11 +18,21 @@ use burn::optim::{
 use burn::prelude::*;
 use checkpoint::CheckpointMeta;
 use metrics::EpochMetrics;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use schedule::{LrPolicy, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The random stream of one (epoch, batch) of a run: independent of how far earlier epochs got,
+/// so a resumed run draws exactly what an uninterrupted one does.
+pub fn batch_rng(seed: u64, epoch: usize, batch: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((epoch as u64) << 32) | batch as u64);
+    rng
+}
 
 /// Which optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +42,39 @@ pub enum OptimizerKind {
     Sgd,
     /// Adam with L2 weight decay.
     Adam,
+}
+
+/// How adversarial examples are made during training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdvMethod {
+    /// PGD with the configured attack (Madry et al. 2018).
+    Pgd,
+    /// One FGSM step of 1.25 eps from a random start (Wong, Rice & Kolter 2020).
+    FgsmRs,
+}
+
+/// Adversarial training settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Adversarial {
+    /// The attack (threat model, eps, steps, step size, ...).
+    pub attack: AttackConfig,
+    /// PGD or FGSM with random start.
+    pub method: AdvMethod,
+    /// Measure robust test accuracy (PGD with `attack`) after every epoch.
+    pub eval: bool,
+    /// Test images used for that measurement.
+    pub eval_limit: usize,
+}
+
+impl Adversarial {
+    /// The attack actually run on training batches.
+    pub fn training_attack(&self) -> AttackConfig {
+        match self.method {
+            AdvMethod::Pgd => self.attack.clone(),
+            AdvMethod::FgsmRs => AttackConfig::fgsm(self.attack.constraint, self.attack.eps, true),
+        }
+    }
 }
 
 /// Everything that defines a training run. Per-dataset defaults: [`crate::defaults::for_dataset`].
@@ -62,6 +106,9 @@ pub struct TrainConfig {
     pub augment: bool,
     /// The one seed every random choice derives from.
     pub seed: u64,
+    /// Adversarial training (`None`: standard training).
+    #[serde(default)]
+    pub adversarial: Option<Adversarial>,
 }
 
 impl Default for TrainConfig {
@@ -80,6 +127,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Sgd,
             augment: false,
             seed: 0,
+            adversarial: None,
         }
     }
 }
@@ -105,6 +153,9 @@ impl TrainConfig {
         }
         if let Schedule::Step { step: 0, .. } = self.schedule {
             return bad("--step-lr must be at least 1".into());
+        }
+        if let Some(adv) = &self.adversarial {
+            adv.attack.validate()?;
         }
         Ok(())
     }
@@ -277,6 +328,7 @@ pub fn train(
     for epoch in start_epoch..config.epochs {
         let epoch_started = Instant::now();
         let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0usize, 0usize, config.lr);
+        let mut step_seconds = 0f64;
         let batches = loader::prefetch(
             loader::batches(
                 Arc::clone(&train_set),
@@ -290,10 +342,27 @@ pub fn train(
             2,
         );
         let (c, h, w) = (train_set.channels, train_set.height, train_set.width);
+        let plain = device.clone().without_autodiff();
+        let adv_attack = config
+            .adversarial
+            .as_ref()
+            .map(Adversarial::training_attack);
         for (b, batch) in batches.enumerate() {
             lr = policy.lr_at(epoch, b, batches_per_epoch);
             let n = batch.labels.len();
-            let x = tensors::images(batch.images, [n, c, h, w], &device);
+            let step_started = Instant::now();
+            let x = match &adv_attack {
+                None => tensors::images(batch.images, [n, c, h, w], &device),
+                Some(attack) => {
+                    // The attack runs on an inference-mode copy of the model (batch norm frozen).
+                    let x0 = tensors::images(batch.images, [n, c, h, w], &plain);
+                    let y0 = tensors::labels(&batch.labels, &plain);
+                    let mut rng = batch_rng(config.seed ^ 0xA77A_C4ED, epoch, b);
+                    attack::pgd(&model, &x0, &y0, attack, &attack.loss, &mut rng)?
+                        .adv
+                        .autodiff()
+                }
+            };
             let y = tensors::labels(&batch.labels, &device);
             let logits = model.forward(x);
             let loss = cross_entropy(logits.clone(), y).mean();
@@ -307,6 +376,7 @@ pub fn train(
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(lr, model, grads);
+            step_seconds += step_started.elapsed().as_secs_f64();
 
             let predictions = tensors::argmax_rows(logits);
             correct += predictions
@@ -324,7 +394,28 @@ pub fn train(
             );
         }
         let train_seconds = epoch_started.elapsed().as_secs_f64();
+        let eval_started = Instant::now();
         let test = eval::evaluate(&model, &split.test, 256, &device);
+        let robust_test_accuracy = match &config.adversarial {
+            Some(adv) if adv.eval => {
+                let limit = adv.eval_limit.min(split.test.len());
+                let indices: Vec<usize> = (0..limit).collect();
+                let subset = split.test.subset(&indices);
+                let report = attack::robust_eval(
+                    &model,
+                    &subset,
+                    AttackKind::Pgd,
+                    &adv.attack,
+                    256,
+                    config.seed,
+                    &device,
+                    |_, _| {},
+                )?;
+                Some(report.robust_accuracy)
+            }
+            _ => None,
+        };
+        let eval_seconds = eval_started.elapsed().as_secs_f64();
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -333,8 +424,12 @@ pub fn train(
             lr,
             seconds: epoch_started.elapsed().as_secs_f64(),
             train_seconds,
+            step_seconds,
+            eval_seconds,
+            robust_test_accuracy,
         };
         history.push(m.clone());
+        let m = &history[history.len() - 1];
 
         // Checkpoint: a complete folder first, then the links, then the metrics.
         let name = format!("epoch-{:04}", epoch + 1);
@@ -355,9 +450,14 @@ pub fn train(
             best = m.test_accuracy;
             checkpoint::point_link(&best_link, &target)?;
         }
-        metrics::write_jsonl(&run_dir.join(METRICS), &history)?;
         prune_checkpoints(run_dir);
-        observer.on_epoch(&m);
+        if let Some(last) = history.last_mut() {
+            last.seconds = epoch_started.elapsed().as_secs_f64();
+        }
+        metrics::write_jsonl(&run_dir.join(METRICS), &history)?;
+        if let Some(last) = history.last() {
+            observer.on_epoch(last);
+        }
     }
 
     let last = history.last().cloned();

@@ -1,0 +1,392 @@
+//! Adversarial attacks. [`pgd`] is the one projected-gradient loop (start, step, project,
+//! clamp, keep-best, restarts, targeted sign) that every attack and data-set construction uses;
+//! a threat model ([`threat`]) supplies the geometry and a loss ([`loss`]) the objective. FGSM is
+//! PGD with one step. APGD ([`apgd`]) is Croce & Hein's step-size-adaptive variant.
+//!
+//! Attacks run on batches in pixel space [0, 1] (normalisation is inside the model), on the
+//! model in inference mode (batch norm uses its running statistics and is never updated), and
+//! never change the model's parameters.
+
+pub mod apgd;
+pub mod loss;
+pub mod threat;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::models::Classifier;
+use crate::tensors;
+use burn::module::Module;
+use burn::prelude::*;
+use loss::{AttackLoss, LossKind};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use threat::{Constraint, ThreatModel, threat_model};
+
+/// Which attack algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackKind {
+    /// Projected gradient descent.
+    Pgd,
+    /// One step of size eps (no random start unless asked).
+    Fgsm,
+    /// APGD with cross-entropy.
+    ApgdCe,
+    /// APGD with the DLR loss.
+    ApgdDlr,
+}
+
+impl std::str::FromStr for AttackKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "pgd" => Ok(AttackKind::Pgd),
+            "fgsm" => Ok(AttackKind::Fgsm),
+            "apgd-ce" | "apgd" => Ok(AttackKind::ApgdCe),
+            "apgd-dlr" => Ok(AttackKind::ApgdDlr),
+            other => Err(format!(
+                "unknown attack '{other}': expected pgd, fgsm, apgd-ce or apgd-dlr"
+            )),
+        }
+    }
+}
+
+/// PGD settings. Defaults follow the reference library (use-best on, no random start, no
+/// restarts) with the README's evaluation step rule `2.5 * eps / steps`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackConfig {
+    /// Threat model.
+    pub constraint: Constraint,
+    /// Radius of the ball.
+    pub eps: f64,
+    /// Step size; `None` = 2.5 * eps / steps.
+    pub step_size: Option<f64>,
+    /// Number of steps.
+    pub steps: usize,
+    /// Start from a random point of the ball.
+    pub random_start: bool,
+    /// Number of runs (>= 1); with more than one, each example keeps the run with the highest
+    /// loss (lowest when targeted). Restarts after the first start randomly.
+    pub restarts: usize,
+    /// Minimise the loss toward the given target labels instead of maximising it.
+    pub targeted: bool,
+    /// Return each example's iterate with the best loss instead of the last one.
+    pub use_best: bool,
+    /// Stop moving an example once it is misclassified (reaches its target when targeted).
+    pub early_stop: bool,
+    /// Objective.
+    pub loss: LossKind,
+    /// L1 only: fraction of coordinates a step moves.
+    pub l1_sparsity: f64,
+}
+
+impl Default for AttackConfig {
+    fn default() -> Self {
+        Self {
+            constraint: Constraint::L2,
+            eps: 0.5,
+            step_size: None,
+            steps: 20,
+            random_start: false,
+            restarts: 1,
+            targeted: false,
+            use_best: true,
+            early_stop: false,
+            loss: LossKind::CrossEntropy,
+            l1_sparsity: 0.01,
+        }
+    }
+}
+
+impl AttackConfig {
+    /// The step size in use.
+    pub fn step(&self) -> f64 {
+        self.step_size
+            .unwrap_or(2.5 * self.eps / self.steps.max(1) as f64)
+    }
+
+    /// FGSM: one step of size eps (Linf), or `1.25 eps` from a random start for fast
+    /// adversarial training (Wong, Rice & Kolter 2020).
+    pub fn fgsm(constraint: Constraint, eps: f64, random_start: bool) -> Self {
+        Self {
+            constraint,
+            eps,
+            step_size: Some(if random_start { 1.25 * eps } else { eps }),
+            steps: 1,
+            random_start,
+            use_best: false,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the numbers make sense.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return Err(Error::Config(format!(
+                "--eps must be >= 0, got {}",
+                self.eps
+            )));
+        }
+        if self.steps == 0 {
+            return Err(Error::Config("--steps must be at least 1".into()));
+        }
+        if !self.step().is_finite() || self.step() < 0.0 {
+            return Err(Error::Config(format!(
+                "--attack-lr must be >= 0, got {}",
+                self.step()
+            )));
+        }
+        if !(self.l1_sparsity > 0.0 && self.l1_sparsity <= 1.0) {
+            return Err(Error::Config("L1 sparsity must be in (0, 1]".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Loss and input gradient at x: (per-example loss [B], d(sign * mean loss)/dx [B, C, H, W]).
+/// `model` must be in inference mode; `x` lives on a plain (non-autodiff) device.
+pub fn loss_and_grad(
+    model: &Classifier,
+    loss: &dyn AttackLoss,
+    x: &Tensor<4>,
+    target: &Tensor<1, Int>,
+    sign: f64,
+) -> (Tensor<1>, Tensor<4>) {
+    let x_ad = x.clone().autodiff().require_grad();
+    let losses = loss.loss(model, x_ad.clone(), target);
+    let objective = losses.clone().mean().mul_scalar(sign);
+    let grads = objective.backward();
+    let grad = x_ad
+        .grad(&grads)
+        .expect("x requires grad and the loss depends on it");
+    (losses.inner(), grad)
+}
+
+/// Replaces, per example, `best` by `x` where `loss` improves on `best_loss` (higher, or lower
+/// when `sign` < 0).
+fn keep_best(
+    best: &mut Option<(Tensor<4>, Tensor<1>)>,
+    x: &Tensor<4>,
+    loss: &Tensor<1>,
+    sign: f64,
+) {
+    *best = Some(match best.take() {
+        None => (x.clone(), loss.clone()),
+        Some((bx, bl)) => {
+            let [b, _, _, _] = x.dims();
+            let better = loss
+                .clone()
+                .mul_scalar(sign)
+                .greater(bl.clone().mul_scalar(sign));
+            let mask4 = better.clone().reshape([b, 1, 1, 1]).expand(x.dims());
+            (
+                bx.mask_where(mask4, x.clone()),
+                bl.mask_where(better, loss.clone()),
+            )
+        }
+    });
+}
+
+/// The output of an attack on one batch.
+#[derive(Clone, Debug)]
+pub struct AttackOutput {
+    /// Adversarial inputs [B, C, H, W] in [0, 1].
+    pub adv: Tensor<4>,
+    /// Per-example loss at `adv`.
+    pub loss: Tensor<1>,
+}
+
+/// Projected gradient descent, the loop every attack and construction shares.
+///
+/// model: any classifier (put in inference mode here); x0: [B, C, H, W] in [0, 1] on a plain
+/// device; target: [B] true labels (untargeted) or target labels (targeted). `rng` drives the
+/// random starts. Returns adversarial inputs within the eps-ball around x0 and in [0, 1].
+pub fn pgd(
+    model: &Classifier,
+    x0: &Tensor<4>,
+    target: &Tensor<1, Int>,
+    config: &AttackConfig,
+    loss: &dyn AttackLoss,
+    rng: &mut ChaCha8Rng,
+) -> Result<AttackOutput> {
+    config.validate()?;
+    let model = model.valid();
+    let threat = threat_model(config.constraint, config.eps, config.l1_sparsity);
+    let sign = if config.targeted { -1.0 } else { 1.0 };
+    let mut overall: Option<(Tensor<4>, Tensor<1>)> = None;
+    for run in 0..config.restarts.max(1) {
+        let random = config.random_start || run > 0;
+        let out = pgd_run(
+            &model,
+            threat.as_ref(),
+            x0,
+            target,
+            config,
+            loss,
+            random,
+            sign,
+            rng,
+        );
+        keep_best(&mut overall, &out.adv, &out.loss, sign);
+    }
+    let (adv, loss) = overall.expect("at least one run");
+    Ok(AttackOutput { adv, loss })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pgd_run(
+    model: &Classifier,
+    threat: &dyn ThreatModel,
+    x0: &Tensor<4>,
+    target: &Tensor<1, Int>,
+    config: &AttackConfig,
+    loss: &dyn AttackLoss,
+    random_start: bool,
+    sign: f64,
+    rng: &mut ChaCha8Rng,
+) -> AttackOutput {
+    let [b, _, _, _] = x0.dims();
+    let step_size = config.step();
+    let mut x = if random_start {
+        threat.random_start(x0, rng)
+    } else {
+        x0.clone()
+    };
+    let mut best: Option<(Tensor<4>, Tensor<1>)> = None;
+    for _ in 0..config.steps {
+        let (losses, grad) = loss_and_grad(model, loss, &x, target, sign);
+        if config.use_best {
+            keep_best(&mut best, &x, &losses, sign);
+        }
+        let stepped = threat.project(x.clone() + threat.step(grad).mul_scalar(step_size), x0);
+        x = if config.early_stop {
+            let done = done_mask(model, &x, target, config.targeted);
+            stepped.mask_where(done.reshape([b, 1, 1, 1]).expand(x.dims()), x)
+        } else {
+            stepped
+        };
+    }
+    let final_loss = loss.loss(model, x.clone(), target);
+    if !config.use_best {
+        return AttackOutput {
+            adv: x,
+            loss: final_loss,
+        };
+    }
+    keep_best(&mut best, &x, &final_loss, sign);
+    let (adv, loss) = best.expect("kept at least the final iterate");
+    AttackOutput { adv, loss }
+}
+
+/// Examples that already succeed: misclassified (untargeted) or at their target (targeted).
+fn done_mask(
+    model: &Classifier,
+    x: &Tensor<4>,
+    target: &Tensor<1, Int>,
+    targeted: bool,
+) -> Tensor<1, Bool> {
+    let [b, _, _, _] = x.dims();
+    let pred = model.forward(x.clone()).argmax(1).reshape([b]);
+    let hit = pred.equal(target.clone());
+    if targeted { hit } else { hit.bool_not() }
+}
+
+/// Runs any attack kind on one batch.
+pub fn attack_batch(
+    kind: AttackKind,
+    model: &Classifier,
+    x0: &Tensor<4>,
+    target: &Tensor<1, Int>,
+    config: &AttackConfig,
+    rng: &mut ChaCha8Rng,
+) -> Result<AttackOutput> {
+    match kind {
+        AttackKind::Pgd => pgd(model, x0, target, config, &config.loss, rng),
+        AttackKind::Fgsm => {
+            let fgsm = AttackConfig {
+                targeted: config.targeted,
+                restarts: config.restarts,
+                ..AttackConfig::fgsm(config.constraint, config.eps, config.random_start)
+            };
+            pgd(model, x0, target, &fgsm, &fgsm.loss, rng)
+        }
+        AttackKind::ApgdCe => apgd::apgd(model, x0, target, config, LossKind::CrossEntropy, rng),
+        AttackKind::ApgdDlr => apgd::apgd(model, x0, target, config, LossKind::Dlr, rng),
+    }
+}
+
+/// Robust-evaluation result on a data set.
+#[derive(Clone, Debug, Serialize)]
+pub struct RobustReport {
+    /// Clean accuracy, in [0, 1].
+    pub clean_accuracy: f64,
+    /// Accuracy on the adversarial examples, in [0, 1].
+    pub robust_accuracy: f64,
+    /// Fraction of clean-correct examples the attack turned wrong.
+    pub attack_success_rate: f64,
+    /// Mean perturbation norm (threat model's norm).
+    pub mean_perturbation_norm: f64,
+    /// Largest perturbation norm.
+    pub max_perturbation_norm: f64,
+    /// Number of examples.
+    pub examples: usize,
+}
+
+/// Attacks every example of `data` (untargeted, true labels) and reports clean and robust
+/// accuracy. The random stream of batch i derives from (seed, i), so results do not depend on
+/// how batches are scheduled.
+#[allow(clippy::too_many_arguments)]
+pub fn robust_eval(
+    model: &Classifier,
+    data: &Dataset,
+    kind: AttackKind,
+    config: &AttackConfig,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<RobustReport> {
+    let device = device.clone().without_autodiff();
+    let model = model.valid();
+    let threat = threat_model(config.constraint, config.eps, config.l1_sparsity);
+    let (c, h, w) = (data.channels, data.height, data.width);
+    let per = data.image_len();
+    let n = data.len();
+    let (mut clean, mut robust, mut flipped, mut norm_sum, mut norm_max) = (0, 0, 0, 0.0, 0f64);
+    let batch_size = batch_size.max(1);
+    for (i, start) in (0..n).step_by(batch_size).enumerate() {
+        let end = (start + batch_size).min(n);
+        let x0 = tensors::images(
+            data.images[start * per..end * per].to_vec(),
+            [end - start, c, h, w],
+            &device,
+        );
+        let labels = &data.labels[start..end];
+        let y = tensors::labels(labels, &device);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let out = attack_batch(kind, &model, &x0, &y, config, &mut rng)?;
+        let clean_pred = tensors::argmax_rows(model.forward(x0.clone()));
+        let adv_pred = tensors::argmax_rows(model.forward(out.adv.clone()));
+        for ((&p, &q), &l) in clean_pred.iter().zip(&adv_pred).zip(labels) {
+            clean += usize::from(p == l);
+            robust += usize::from(q == l);
+            flipped += usize::from(p == l && q != l);
+        }
+        for v in tensors::to_vec(threat.norm(out.adv - x0)) {
+            norm_sum += v as f64;
+            norm_max = norm_max.max(v as f64);
+        }
+        progress(end, n);
+    }
+    let frac = |k: usize, of: usize| if of == 0 { 0.0 } else { k as f64 / of as f64 };
+    Ok(RobustReport {
+        clean_accuracy: frac(clean, n),
+        robust_accuracy: frac(robust, n),
+        attack_success_rate: frac(flipped, clean),
+        mean_perturbation_norm: if n == 0 { 0.0 } else { norm_sum / n as f64 },
+        max_perturbation_norm: norm_max,
+        examples: n,
+    })
+}

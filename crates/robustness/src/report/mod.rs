@@ -1,0 +1,187 @@
+//! Output people look at: PNG image grids (adversarial examples, constructed data sets), line
+//! plots (robustness curves), written atomically, with an embedded font (no system fonts).
+
+use crate::error::{Error, Result};
+use crate::train::checkpoint::write_atomic;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+use std::path::Path;
+use std::sync::OnceLock;
+
+fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("drawing {}: {e}", path.display()))
+}
+
+/// Registers DejaVu Sans (embedded) as plotters' "sans-serif" once.
+pub fn register_embedded_font() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
+    })
+}
+
+/// Encodes an RGB8 buffer (`width * height * 3` bytes) as PNG.
+pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(rgb).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Writes an RGB8 buffer as a PNG file, atomically.
+pub fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<()> {
+    let bytes = encode_png(rgb, width, height).map_err(|e| plot_error(path, e))?;
+    write_atomic(path, &bytes)
+}
+
+/// One image of a grid: [C, H, W] values in [0, 1] (C = 1 or 3) and a caption.
+pub struct Tile<'a> {
+    /// Pixel values, channel-major.
+    pub pixels: &'a [f32],
+    /// Text drawn under the image.
+    pub caption: String,
+}
+
+/// Draws rows of equally sized images (upscaled by `scale`, captions underneath, a title per
+/// row) into a PNG.
+pub fn image_grid(
+    path: &Path,
+    rows: &[(String, Vec<Tile<'_>>)],
+    channels: usize,
+    height: usize,
+    width: usize,
+    scale: usize,
+) -> Result<()> {
+    let cols = rows.iter().map(|(_, r)| r.len()).max().unwrap_or(0).max(1);
+    let (tw, th) = (width * scale, height * scale);
+    let (pad, caption_h, title_h) = (6usize, 18usize, 22usize);
+    let cell_w = tw + pad;
+    let cell_h = th + caption_h + pad;
+    let img_w = (pad + cols * cell_w) as u32;
+    let img_h = (rows.len() * (cell_h + title_h) + pad) as u32;
+    let mut rgb = vec![255u8; img_w as usize * img_h as usize * 3];
+    for (r, (_, tiles)) in rows.iter().enumerate() {
+        let top = r * (cell_h + title_h) + title_h;
+        for (col, tile) in tiles.iter().enumerate() {
+            let left = pad + col * cell_w;
+            for y in 0..th {
+                for x in 0..tw {
+                    let (sy, sx) = (y / scale, x / scale);
+                    let px = |c: usize| {
+                        let c = if channels == 1 { 0 } else { c };
+                        let v = tile.pixels.get(c * height * width + sy * width + sx);
+                        (v.copied().unwrap_or(0.0).clamp(0.0, 1.0) * 255.0).round() as u8
+                    };
+                    let o = ((top + y) * img_w as usize + left + x) * 3;
+                    rgb[o] = px(0);
+                    rgb[o + 1] = px(1);
+                    rgb[o + 2] = px(2);
+                }
+            }
+        }
+    }
+    if register_embedded_font() {
+        let root = BitMapBackend::with_buffer(&mut rgb, (img_w, img_h)).into_drawing_area();
+        for (r, (title, tiles)) in rows.iter().enumerate() {
+            let top = (r * (cell_h + title_h)) as i32;
+            root.draw(&Text::new(
+                title.clone(),
+                (pad as i32, top + 3),
+                ("sans-serif", 15),
+            ))
+            .map_err(|e| plot_error(path, e))?;
+            for (col, tile) in tiles.iter().enumerate() {
+                let left = (pad + col * cell_w) as i32;
+                let y = top + (title_h + th + 2) as i32;
+                root.draw(&Text::new(
+                    tile.caption.clone(),
+                    (left, y),
+                    ("sans-serif", 12),
+                ))
+                .map_err(|e| plot_error(path, e))?;
+            }
+        }
+        root.present().map_err(|e| plot_error(path, e))?;
+    }
+    write_png(path, &rgb, img_w, img_h)
+}
+
+/// A line plot of one or more named series of (x, y) points into a PNG.
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let (w, h) = (800u32, 520u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    let (y0, y1) = (y0.min(0.0), y1.max(y0 + 1e-9) * 1.05);
+    if register_embedded_font() {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| plot_error(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| plot_error(path, e))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(|e| plot_error(path, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        root.present().map_err(|e| plot_error(path, e))?;
+    }
+    write_png(path, &rgb, w, h)
+}
+
+/// A Markdown table from a header and rows.
+pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
+    for row in rows {
+        s.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    s
+}
