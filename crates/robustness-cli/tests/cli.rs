@@ -422,3 +422,179 @@ fn bench_reports_a_train_step_time() {
     assert!(out["train_step_ms"].as_f64().expect("ms") > 0.0);
     assert_eq!(out["samples_ms"].as_array().expect("samples").len(), 3);
 }
+
+#[test]
+fn attacks_on_a_trained_digits_model() {
+    let dir = temp_dir("attacks");
+    let run_dir = dir.join("run").to_string_lossy().into_owned();
+    let train = json_of(&run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "6",
+        "--out",
+        &run_dir,
+        "--json",
+    ]));
+    let checkpoint = train["checkpoint"]
+        .as_str()
+        .expect("checkpoint")
+        .to_string();
+
+    // Targeted attacks reach the target in nearly all cases at a large eps.
+    let out = dir.join("attack").to_string_lossy().into_owned();
+    let targeted = json_of(&run(&[
+        "attack",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--indices",
+        "0..32",
+        "--target",
+        "0",
+        "--eps",
+        "4",
+        "--steps",
+        "100",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    assert!(
+        targeted["success_rate"].as_f64().expect("rate") >= 0.9,
+        "{targeted}"
+    );
+    assert!(Path::new(&out).join("grid.png").is_file());
+
+    // A robustness curve: accuracy falls with eps and no perturbation exceeds eps.
+    let curve_dir = dir.join("curve").to_string_lossy().into_owned();
+    let eval = json_of(&run(&[
+        "eval",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--attack",
+        "pgd",
+        "--constraint",
+        "2",
+        "--eps",
+        "0.25,1,3",
+        "--steps",
+        "20",
+        "--out",
+        &curve_dir,
+        "--json",
+    ]));
+    let curve = eval["curve"].as_array().expect("curve");
+    let acc: Vec<f64> = curve
+        .iter()
+        .map(|c| c["robust_accuracy"].as_f64().expect("acc"))
+        .collect();
+    assert!(acc[0] >= acc[1] && acc[1] >= acc[2], "{acc:?}");
+    assert!(
+        acc[2] < 0.1,
+        "L2 eps 3 should break the digits model: {acc:?}"
+    );
+    for c in curve {
+        let eps = c["eps"].as_f64().expect("eps");
+        assert!(c["max_perturbation_norm"].as_f64().expect("norm") <= eps + 1e-6);
+    }
+    assert!(eval["clean_accuracy"].as_f64().expect("clean") > 0.9);
+    assert!(Path::new(&curve_dir).join("curve.png").is_file());
+
+    // Linf APGD and FGSM run through the same command.
+    for attack in ["apgd-ce", "apgd-dlr", "fgsm"] {
+        let r = json_of(&run(&[
+            "eval",
+            "--checkpoint",
+            &checkpoint,
+            "--dataset",
+            "digits",
+            "--attack",
+            attack,
+            "--constraint",
+            "inf",
+            "--eps",
+            "0.1",
+            "--steps",
+            "10",
+            "--limit",
+            "64",
+            "--json",
+        ]));
+        assert!(
+            r["max_perturbation_norm"].as_f64().expect("norm") <= 0.1 + 1e-6,
+            "{attack}"
+        );
+        assert!(
+            r["robust_accuracy"].as_f64().expect("acc")
+                < r["clean_accuracy"].as_f64().expect("clean")
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn adversarial_training_with_fgsm_rs_reports_robust_accuracy() {
+    let dir = temp_dir("adv");
+    let out = dir.to_string_lossy().into_owned();
+    let train = json_of(&run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "3",
+        "--adv-train",
+        "--adv-method",
+        "fgsm-rs",
+        "--constraint",
+        "inf",
+        "--eps",
+        "0.1",
+        "--adv-eval",
+        "--adv-eval-limit",
+        "100",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    let robust = train["robust_test_accuracy"]
+        .as_f64()
+        .expect("robust accuracy");
+    assert!((0.0..=1.0).contains(&robust));
+    assert!(
+        train["test_accuracy"].as_f64().expect("acc") > 0.5,
+        "{train}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn theory_command_passes_every_check_and_writes_figure_4() {
+    let dir = temp_dir("theory");
+    let out = dir.to_string_lossy().into_owned();
+    let report = json_of(&run(&[
+        "theory",
+        "--samples",
+        "100,1000",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    assert_eq!(report["all_pass"], true);
+    let sections = report["sections"].as_array().expect("sections");
+    assert!(sections.len() >= 3);
+    for check in sections
+        .iter()
+        .flat_map(|s| s["checks"].as_array().expect("checks"))
+    {
+        assert!(check["relative_error"].is_number(), "{check}");
+        assert!(check["closed_form"].is_number() && check["numeric"].is_number());
+    }
+    let png = std::fs::read(dir.join("figure4.png")).expect("figure");
+    assert_eq!(&png[1..4], b"PNG");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -97,6 +97,7 @@ pub fn forward_flops(spec: &ModelSpec) -> f64 {
     };
     let linear = |i: usize, o: usize| 2.0 * (i * o) as f64;
     match spec.arch {
+        Arch::Linear => linear(c * h * w, k),
         Arch::Mlp => linear(c * h * w, 512) + linear(512, 512) + linear(512, k),
         Arch::Cnn => {
             let (mut f, mut hh, mut ww, mut cin) = (0.0, h, w, c);
@@ -182,6 +183,7 @@ mod tests {
             num_classes: 10,
             mean: vec![0.0; 3],
             std: vec![1.0; 3],
+            images: true,
         }
     }
 

@@ -48,6 +48,7 @@ pub fn run(args: AttackCmdArgs, device: &robustness::Device) -> Result<()> {
         num_classes: test.num_classes(),
         mean: Vec::new(),
         std: Vec::new(),
+        images: true,
     };
     let (model, _) = train::checkpoint::load_expecting(&args.checkpoint, &expected, device)?;
     let kind: AttackKind = args.attack.parse().map_err(anyhow::Error::msg)?;

@@ -31,6 +31,7 @@ pub fn run(args: BenchArgs, device: &robustness::Device) -> Result<()> {
         num_classes: args.classes,
         mean: vec![0.5; c],
         std: vec![0.25; c],
+        images: true,
     };
     let timing = bench::train_step(&spec, args.batch, args.warmup, args.iters, device)?;
     let gflops = bench::train_step_flops(&spec, args.batch) / (timing.median_ms * 1e-3) / 1e9;

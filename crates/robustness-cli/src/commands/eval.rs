@@ -31,6 +31,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
         num_classes: test.num_classes(),
         mean: Vec::new(),
         std: Vec::new(),
+        images: true,
     };
     let (model, meta) = train::checkpoint::load_expecting(&args.checkpoint, &expected, device)
         .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;

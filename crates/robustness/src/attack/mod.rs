@@ -390,3 +390,6 @@ pub fn robust_eval(
         examples: n,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -229,6 +229,10 @@ pub fn project_l1(v: &mut [f32], eps: f64) {
     if l1 <= eps {
         return;
     }
+    if eps <= 0.0 {
+        v.iter_mut().for_each(|x| *x = 0.0);
+        return;
+    }
     let mut u: Vec<f64> = v.iter().map(|x| x.abs() as f64).collect();
     u.sort_by(|a, b| b.total_cmp(a));
     let (mut cumsum, mut theta) = (0.0, 0.0);

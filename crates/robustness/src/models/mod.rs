@@ -3,12 +3,14 @@
 //! of the final linear layer) besides the logits.
 
 mod cnn;
+mod linear;
 mod mlp;
 mod normalize;
 mod resnet;
 mod vgg;
 
 pub use cnn::{CNN_FEATURES, Cnn};
+pub use linear::LinearModel;
 pub use mlp::{MLP_HIDDEN, Mlp};
 pub use normalize::Normalize;
 pub use resnet::{ResNet, ResNetDepth};
@@ -23,6 +25,8 @@ use std::str::FromStr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
+    /// Linear classifier on the flattened image.
+    Linear,
     /// Two hidden layers of 512.
     Mlp,
     /// conv3x3 32-64-128 with max-pools, FC 256.
@@ -37,7 +41,8 @@ pub enum Arch {
 
 impl Arch {
     /// All architectures, in the order the docs list them.
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 6] = [
+        Arch::Linear,
         Arch::Mlp,
         Arch::Cnn,
         Arch::Resnet18,
@@ -48,6 +53,7 @@ impl Arch {
     /// The `--arch` name.
     pub fn name(self) -> &'static str {
         match self {
+            Arch::Linear => "linear",
             Arch::Mlp => "mlp",
             Arch::Cnn => "cnn",
             Arch::Resnet18 => "resnet18",
@@ -65,7 +71,7 @@ impl fmt::Display for Arch {
 
 /// An unknown architecture name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown architecture '{0}': expected one of mlp, cnn, resnet18, resnet50, vgg11")]
+#[error("unknown architecture '{0}': expected one of linear, mlp, cnn, resnet18, resnet50, vgg11")]
 pub struct UnknownArch(pub String);
 
 impl FromStr for Arch {
@@ -95,6 +101,14 @@ pub struct ModelSpec {
     pub mean: Vec<f32>,
     /// Per-channel normalisation std.
     pub std: Vec<f32>,
+    /// Inputs are images in [0, 1] (clamped before normalisation, as the reference library
+    /// does); false for the synthetic feature vectors.
+    #[serde(default = "images_by_default")]
+    pub images: bool,
+}
+
+fn images_by_default() -> bool {
+    true
 }
 
 // Boxing would save a few hundred bytes per model value, which is irrelevant next to the
@@ -102,6 +116,7 @@ pub struct ModelSpec {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 enum Network {
+    Linear(LinearModel),
     Mlp(Mlp),
     Cnn(Cnn),
     ResNet(ResNet),
@@ -120,6 +135,7 @@ impl Classifier {
     pub fn new(spec: &ModelSpec, device: &Device) -> Self {
         let (c, h, w, k) = (spec.channels, spec.height, spec.width, spec.num_classes);
         let net = match spec.arch {
+            Arch::Linear => Network::Linear(LinearModel::new(c * h * w, k, device)),
             Arch::Mlp => Network::Mlp(Mlp::new(c * h * w, k, device)),
             Arch::Cnn => Network::Cnn(Cnn::new(c, h, w, k, device)),
             Arch::Resnet18 => Network::ResNet(ResNet::new(ResNetDepth::R18, c, k, device)),
@@ -127,7 +143,7 @@ impl Classifier {
             Arch::Vgg11 => Network::Vgg(Vgg::new(c, h, w, k, device)),
         };
         Self {
-            normalize: Normalize::new(spec.mean.clone(), spec.std.clone()),
+            normalize: Normalize::new(spec.mean.clone(), spec.std.clone(), spec.images),
             net,
         }
     }
@@ -136,6 +152,7 @@ impl Classifier {
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.normalize.forward(x);
         match &self.net {
+            Network::Linear(m) => m.forward_features(x),
             Network::Mlp(m) => m.forward_features(x),
             Network::Cnn(m) => m.forward_features(x),
             Network::ResNet(m) => m.forward_features(x),
@@ -147,6 +164,7 @@ impl Classifier {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let features = self.forward_features(x);
         match &self.net {
+            Network::Linear(m) => m.head(features),
             Network::Mlp(m) => m.head(features),
             Network::Cnn(m) => m.head(features),
             Network::ResNet(m) => m.head(features),
@@ -178,6 +196,7 @@ mod tests {
             num_classes: 10,
             mean: vec![0.5; c],
             std: vec![0.25; c],
+            images: true,
         }
     }
 

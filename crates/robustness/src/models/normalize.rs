@@ -3,19 +3,26 @@
 
 use burn::prelude::*;
 
-/// Per-channel `(x - mean) / std`, with the statistics stored as plain numbers (not parameters).
+/// Per-channel `(clamp(x, 0, 1) - mean) / std`, with the statistics stored as plain numbers
+/// (not parameters). The clamp is the reference library's `InputNormalize`: it is the identity on
+/// images, and it zeroes the input gradient of pixels sitting exactly at 0 or 1 (PyTorch's clamp
+/// gradient), which changes the direction of L2 attack steps; our golden test pins this.
+/// Non-image inputs (the synthetic feature model) are not clamped.
 #[derive(Module, Debug)]
 pub struct Normalize {
     #[module(skip)]
     mean: Vec<f32>,
     #[module(skip)]
     std: Vec<f32>,
+    #[module(skip)]
+    clamp: bool,
 }
 
 impl Normalize {
-    /// `mean` and `std` have one entry per channel; `std` entries must be positive.
-    pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Self {
-        Self { mean, std }
+    /// `mean` and `std` have one entry per channel; `std` entries must be positive. `clamp`:
+    /// clamp inputs to [0, 1] first (images).
+    pub fn new(mean: Vec<f32>, std: Vec<f32>, clamp: bool) -> Self {
+        Self { mean, std, clamp }
     }
 
     /// Per-channel means.
@@ -30,6 +37,7 @@ impl Normalize {
 
     /// x: [batch, C, H, W] in [0, 1] -> [batch, C, H, W] normalised.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = if self.clamp { clamp_like_pytorch(x) } else { x };
         let device = x.device();
         let c = self.mean.len();
         let scale: Vec<f32> = self.std.iter().map(|s| 1.0 / s).collect();
@@ -45,6 +53,22 @@ impl Normalize {
     }
 }
 
+/// clamp(x, 0, 1) whose gradient is 1 strictly inside (0, 1) and 0 at or beyond the bounds, as
+/// PyTorch's clamp (Burn's passes the gradient at the bounds too). Written as
+/// `clamp(x).detach() + (x - x.detach()) * interior`: the value is clamp(x), the gradient the mask.
+fn clamp_like_pytorch(x: Tensor<4>) -> Tensor<4> {
+    if !x.is_autodiff() {
+        return x.clamp(0.0, 1.0);
+    }
+    let interior = x
+        .clone()
+        .greater_elem(0.0)
+        .bool_and(x.clone().lower_elem(1.0))
+        .float();
+    let constant = x.clone().detach();
+    constant.clone().clamp(0.0, 1.0) + (x - constant) * interior
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,7 +76,7 @@ mod tests {
     #[test]
     fn normalises_each_channel() {
         let device = Device::flex();
-        let n = Normalize::new(vec![0.5, 0.25], vec![0.5, 0.25]);
+        let n = Normalize::new(vec![0.5, 0.25], vec![0.5, 0.25], true);
         // [1, 2, 1, 2]
         let x = Tensor::<4>::from_data(
             TensorData::new(vec![0.5f32, 1.0, 0.25, 0.0], [1, 2, 1, 2]),
@@ -63,5 +87,22 @@ mod tests {
         for (a, b) in y.iter().zip(expected) {
             assert!((a - b).abs() < 1e-6, "{y:?}");
         }
+    }
+
+    #[test]
+    fn clamp_gradient_is_zero_at_the_bounds_like_pytorch() {
+        let device = Device::flex().autodiff();
+        let n = Normalize::new(vec![0.0], vec![1.0], true);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![0.0f32, 0.5, 1.0, 1.5], [1, 1, 1, 4]),
+            &device,
+        )
+        .require_grad();
+        let y = n.forward(x.clone());
+        let values = crate::tensors::to_vec(y.clone());
+        assert_eq!(values, vec![0.0, 0.5, 1.0, 1.0]);
+        let grads = y.sum().backward();
+        let g = crate::tensors::to_vec(x.grad(&grads).expect("grad"));
+        assert_eq!(g, vec![0.0, 1.0, 0.0, 0.0]);
     }
 }

@@ -237,6 +237,7 @@ pub fn model_spec(config: &TrainConfig, train: &Dataset) -> ModelSpec {
         num_classes: train.num_classes(),
         mean,
         std,
+        images: config.dataset != DatasetKind::Synthetic,
     }
 }
 

@@ -1,0 +1,377 @@
+//! Correctness tests of the attack engine: geometry of each threat model, and PGD against the
+//! closed-form optimal attacks on a linear classifier.
+
+use super::threat::{Constraint, project_l1, threat_model};
+use super::*;
+use crate::models::{Arch, ModelSpec};
+use rand::Rng;
+
+const SHAPE: [usize; 4] = [5, 1, 4, 4];
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn host(values: Vec<f32>) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values, SHAPE), &device())
+}
+
+fn uniform(lo: f32, hi: f32, seed: u64) -> Tensor<4> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    host(
+        (0..SHAPE.iter().product::<usize>())
+            .map(|_| lo + (hi - lo) * rng.random::<f32>())
+            .collect(),
+    )
+}
+
+fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    tensors::to_vec(a - b)
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+}
+
+fn in_unit_box(x: &Tensor<4>) -> bool {
+    tensors::to_vec(x.clone())
+        .iter()
+        .all(|&v| (0.0..=1.0).contains(&v))
+}
+
+const BALLS: [(Constraint, f64); 3] = [
+    (Constraint::Linf, 0.1),
+    (Constraint::L2, 0.5),
+    (Constraint::L1, 2.0),
+];
+
+#[test]
+fn projection_is_idempotent_and_lands_in_the_ball_and_the_box() {
+    for (constraint, eps) in BALLS {
+        let threat = threat_model(constraint, eps, 0.1);
+        let x0 = uniform(0.0, 1.0, 1);
+        let far = uniform(-2.0, 3.0, 2);
+        let p1 = threat.project(far, &x0);
+        let p2 = threat.project(p1.clone(), &x0);
+        assert!(
+            max_abs_diff(p1.clone(), p2) < 1e-6,
+            "{constraint}: not idempotent"
+        );
+        assert!(in_unit_box(&p1), "{constraint}: left [0, 1]");
+        for norm in tensors::to_vec(threat.norm(p1 - x0)) {
+            assert!(
+                norm as f64 <= eps + 1e-5,
+                "{constraint}: norm {norm} > eps {eps}"
+            );
+        }
+    }
+}
+
+#[test]
+fn random_starts_lie_in_the_ball_and_the_box() {
+    for (constraint, eps) in BALLS {
+        let threat = threat_model(constraint, eps, 0.1);
+        let x0 = uniform(0.0, 1.0, 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let start = threat.random_start(&x0, &mut rng);
+        assert!(in_unit_box(&start), "{constraint}");
+        let norms = tensors::to_vec(threat.norm(start - x0.clone()));
+        assert!(
+            norms.iter().all(|&n| n as f64 <= eps + 1e-5),
+            "{constraint}: {norms:?}"
+        );
+        assert!(
+            norms.iter().any(|&n| n > 0.0),
+            "{constraint}: the start did not move"
+        );
+    }
+}
+
+#[test]
+fn unit_steps_have_norm_one_in_their_geometry() {
+    let g = uniform(-1.0, 1.0, 5);
+    // L2: g / ||g||_2 has L2 norm 1.
+    let l2 = threat_model(Constraint::L2, 0.5, 0.1);
+    for n in tensors::to_vec(l2.norm(l2.step(g.clone()))) {
+        assert!((n - 1.0).abs() < 1e-5, "L2 step norm {n}");
+    }
+    // L1: sparse sign step normalised to L1 norm 1, moving ceil(0.25 * 16) = 4 coordinates.
+    let l1 = threat_model(Constraint::L1, 2.0, 0.25);
+    let step = l1.step(g.clone());
+    for n in tensors::to_vec(l1.norm(step.clone())) {
+        assert!((n - 1.0).abs() < 1e-5, "L1 step norm {n}");
+    }
+    let moved = tensors::to_vec(step).iter().filter(|v| **v != 0.0).count();
+    assert_eq!(moved, 4 * SHAPE[0]);
+    // Linf: sign(g), every coordinate +-1.
+    let linf = threat_model(Constraint::Linf, 0.1, 0.1);
+    assert!(tensors::to_vec(linf.step(g)).iter().all(|v| v.abs() == 1.0));
+}
+
+#[test]
+fn l1_projection_matches_a_bisection_on_the_threshold() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for _ in 0..50 {
+        let v: Vec<f32> = (0..20).map(|_| rng.random::<f32>() * 4.0 - 2.0).collect();
+        let eps = 3.0;
+        let mut p = v.clone();
+        project_l1(&mut p, eps);
+        // Independent: find theta with sum(max(|v| - theta, 0)) = eps by bisection.
+        let l1 = |t: f64| v.iter().map(|x| (x.abs() as f64 - t).max(0.0)).sum::<f64>();
+        let expected: Vec<f32> = if l1(0.0) <= eps {
+            v.clone()
+        } else {
+            let (mut lo, mut hi) = (0.0, 2.0);
+            for _ in 0..100 {
+                let mid = 0.5 * (lo + hi);
+                if l1(mid) > eps { lo = mid } else { hi = mid }
+            }
+            v.iter()
+                .map(|x| (x.signum() as f64 * (x.abs() as f64 - lo).max(0.0)) as f32)
+                .collect()
+        };
+        for (a, b) in p.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{p:?} vs {expected:?}");
+        }
+    }
+}
+
+/// A linear binary score s(x) = w.x + b with labels y in {-1, +1}; the attack minimises the
+/// margin y s(x) (its loss is -y s(x)). Optimal perturbations: L2 -y eps w/||w||_2,
+/// Linf -y eps sign(w); the margin drops by eps ||w||_2 and eps ||w||_1.
+struct LinearScore {
+    w: Vec<f32>,
+    b: f32,
+    y: Vec<f32>,
+}
+
+impl LinearScore {
+    fn new() -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let d = SHAPE[1] * SHAPE[2] * SHAPE[3];
+        Self {
+            w: (0..d).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect(),
+            b: 0.1,
+            y: vec![1.0, -1.0, 1.0, -1.0, 1.0],
+        }
+    }
+
+    fn margins(&self, x: &Tensor<4>) -> Vec<f64> {
+        let d = self.w.len();
+        tensors::to_vec(x.clone())
+            .chunks(d)
+            .zip(&self.y)
+            .map(|(xi, &y)| {
+                let s: f64 = xi.iter().zip(&self.w).map(|(a, b)| (a * b) as f64).sum();
+                y as f64 * (s + self.b as f64)
+            })
+            .collect()
+    }
+
+    fn loss(&self) -> impl Fn(&Classifier, Tensor<4>, &Tensor<1, Int>) -> Tensor<1> + Sync + '_ {
+        move |_model, x, _target| {
+            let [b, c, h, w] = x.dims();
+            let wt = Tensor::<1>::from_floats(self.w.as_slice(), &x.device()).reshape([1, c, h, w]);
+            let y = Tensor::<1>::from_floats(self.y.as_slice(), &x.device());
+            let score = (x * wt)
+                .sum_dims(&[1, 2, 3])
+                .reshape([b])
+                .add_scalar(self.b);
+            (score * y).neg()
+        }
+    }
+}
+
+fn any_model() -> Classifier {
+    let spec = ModelSpec {
+        arch: Arch::Linear,
+        channels: SHAPE[1],
+        height: SHAPE[2],
+        width: SHAPE[3],
+        num_classes: 2,
+        mean: vec![0.0],
+        std: vec![1.0],
+        images: true,
+    };
+    Classifier::new(&spec, &device())
+}
+
+#[test]
+fn pgd_reaches_the_closed_form_optimum_on_a_linear_classifier() {
+    let lin = LinearScore::new();
+    let x0 = host(vec![0.5; SHAPE.iter().product()]);
+    let clean = lin.margins(&x0);
+    let w_l2 = lin.w.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt();
+    let w_l1 = lin.w.iter().map(|v| v.abs() as f64).sum::<f64>();
+    let labels = tensors::labels(&[0; 5], &device());
+    let model = any_model();
+    for (constraint, eps, drop) in [
+        (Constraint::L2, 0.3, 0.3 * w_l2),
+        (Constraint::Linf, 0.05, 0.05 * w_l1),
+    ] {
+        for random_start in [false, true] {
+            let config = AttackConfig {
+                constraint,
+                eps,
+                steps: 200,
+                step_size: Some(eps / 10.0),
+                random_start,
+                ..AttackConfig::default()
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(8);
+            let out = pgd(&model, &x0, &labels, &config, &lin.loss(), &mut rng).expect("pgd");
+            for (i, m) in lin.margins(&out.adv).iter().enumerate() {
+                let expected = clean[i] - drop;
+                assert!(
+                    (m - expected).abs() < 1e-4,
+                    "{constraint} random_start={random_start} example {i}: margin {m}, optimum {expected}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn untargeted_pgd_at_eps_zero_changes_nothing() {
+    let x0 = uniform(0.0, 1.0, 9);
+    let model = any_model();
+    let labels = tensors::labels(&[0, 1, 0, 1, 0], &device());
+    for constraint in [Constraint::L2, Constraint::Linf, Constraint::L1] {
+        let config = AttackConfig {
+            constraint,
+            eps: 0.0,
+            step_size: Some(0.1),
+            random_start: true,
+            ..AttackConfig::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(10);
+        let out = pgd(
+            &model,
+            &x0,
+            &labels,
+            &config,
+            &LossKind::CrossEntropy,
+            &mut rng,
+        )
+        .expect("pgd");
+        assert_eq!(max_abs_diff(out.adv, x0.clone()), 0.0, "{constraint}");
+    }
+}
+
+#[test]
+fn restarts_and_use_best_never_lower_the_loss() {
+    let lin = LinearScore::new();
+    let x0 = uniform(0.2, 0.8, 11);
+    let labels = tensors::labels(&[0; 5], &device());
+    let model = any_model();
+    let base = AttackConfig {
+        constraint: Constraint::L2,
+        eps: 0.3,
+        steps: 3,
+        random_start: true,
+        ..AttackConfig::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let one = pgd(&model, &x0, &labels, &base, &lin.loss(), &mut rng).expect("pgd");
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let many = pgd(
+        &model,
+        &x0,
+        &labels,
+        &AttackConfig {
+            restarts: 4,
+            ..base
+        },
+        &lin.loss(),
+        &mut rng,
+    )
+    .expect("pgd");
+    for (a, b) in tensors::to_vec(one.loss)
+        .iter()
+        .zip(tensors::to_vec(many.loss))
+    {
+        assert!(b >= *a - 1e-6, "restarts lowered the loss: {a} -> {b}");
+    }
+}
+
+#[test]
+fn attacks_leave_the_model_and_its_batch_norm_statistics_unchanged() {
+    let spec = ModelSpec {
+        arch: Arch::Cnn,
+        channels: 1,
+        height: 8,
+        width: 8,
+        num_classes: 3,
+        mean: vec![0.5],
+        std: vec![0.25],
+        images: true,
+    };
+    let dev = device().autodiff();
+    dev.seed(1);
+    let model = Classifier::new(&spec, &dev);
+    let before = tensors::to_vec(model.valid().forward(Tensor::ones([2, 1, 8, 8], &device())));
+    let x0 = Tensor::<4>::from_data(
+        TensorData::new(vec![0.3f32; 2 * 64], [2, 1, 8, 8]),
+        &device(),
+    );
+    let y = tensors::labels(&[0, 1], &device());
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    for kind in [
+        AttackKind::Pgd,
+        AttackKind::ApgdCe,
+        AttackKind::ApgdDlr,
+        AttackKind::Fgsm,
+    ] {
+        let config = AttackConfig {
+            steps: 5,
+            ..AttackConfig::default()
+        };
+        attack_batch(kind, &model, &x0, &y, &config, &mut rng).expect("attack");
+    }
+    let after = tensors::to_vec(model.valid().forward(Tensor::ones([2, 1, 8, 8], &device())));
+    assert_eq!(before, after);
+}
+
+#[test]
+fn apgd_stays_in_the_ball_and_is_at_least_as_strong_as_its_start() {
+    let lin = LinearScore::new();
+    let _ = &lin;
+    let dev = device().autodiff();
+    dev.seed(2);
+    let spec = ModelSpec {
+        arch: Arch::Mlp,
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 3,
+        mean: vec![0.5],
+        std: vec![0.25],
+        images: true,
+    };
+    let model = Classifier::new(&spec, &dev);
+    let x0 = uniform(0.0, 1.0, 14);
+    let y = tensors::labels(&[0, 1, 2, 0, 1], &device());
+    for constraint in [Constraint::Linf, Constraint::L2] {
+        let eps = if constraint == Constraint::Linf {
+            0.05
+        } else {
+            0.3
+        };
+        let config = AttackConfig {
+            constraint,
+            eps,
+            steps: 30,
+            ..AttackConfig::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let out =
+            apgd::apgd(&model, &x0, &y, &config, LossKind::CrossEntropy, &mut rng).expect("apgd");
+        let threat = threat_model(constraint, eps, 0.01);
+        for n in tensors::to_vec(threat.norm(out.adv.clone() - x0.clone())) {
+            assert!(n as f64 <= eps + 1e-5, "{constraint}: {n}");
+        }
+        assert!(in_unit_box(&out.adv));
+        let clean = tensors::to_vec(LossKind::CrossEntropy.loss(&model.valid(), x0.clone(), &y));
+        for (a, c) in tensors::to_vec(out.loss).iter().zip(clean) {
+            assert!(*a >= c - 1e-6, "APGD ended below the clean loss: {a} < {c}");
+        }
+    }
+}
