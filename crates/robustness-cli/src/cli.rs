@@ -254,6 +254,9 @@ pub struct BenchArgs {
     /// Timed steps.
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
+    /// Also time the phases: inference forward, forward + backward, full step.
+    #[arg(long)]
+    pub phases: bool,
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,

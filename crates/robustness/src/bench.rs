@@ -88,6 +88,70 @@ pub fn train_step(
     Ok(Timing::from_samples(samples))
 }
 
+/// Where a train step's time goes: medians of the same batch through an inference forward,
+/// a forward + backward (gradients of all parameters), and the full step with the SGD update.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phases {
+    /// Inference forward (no autodiff).
+    pub forward_ms: f64,
+    /// Forward with autodiff + backward.
+    pub forward_backward_ms: f64,
+    /// The full train step (forward, backward, optimizer update).
+    pub train_step_ms: f64,
+}
+
+/// Times the phases of a train step (see [`Phases`]).
+pub fn phases(
+    spec: &ModelSpec,
+    batch: usize,
+    warmup: usize,
+    iters: usize,
+    device: &Device,
+) -> Result<Phases> {
+    let plain = device.clone().without_autodiff();
+    let ad = plain.clone().autodiff();
+    ad.seed(0);
+    let model = Classifier::new(spec, &ad);
+    let shape = [batch, spec.channels, spec.height, spec.width];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let images: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random::<f32>())
+        .collect();
+    let labels: Vec<usize> = (0..batch)
+        .map(|_| rng.random_range(0..spec.num_classes))
+        .collect();
+    let time = |f: &mut dyn FnMut()| {
+        let mut samples = Vec::with_capacity(iters);
+        for i in 0..warmup + iters {
+            let start = Instant::now();
+            f();
+            if i >= warmup {
+                samples.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Timing::from_samples(samples).median_ms
+    };
+    let inference = burn::module::Module::valid(&model);
+    let forward_ms = time(&mut || {
+        let x = tensors::images(images.clone(), shape, &plain);
+        let _ = tensors::to_vec(inference.forward(x));
+    });
+    let forward_backward_ms = time(&mut || {
+        let x = tensors::images(images.clone(), shape, &ad);
+        let y = tensors::labels(&labels, &ad);
+        let loss = cross_entropy(model.forward(x), y).mean();
+        let grads = loss.backward();
+        drop(grads);
+        let _ = tensors::to_vec(loss);
+    });
+    let train_step_ms = train_step(spec, batch, warmup, iters, device)?.median_ms;
+    Ok(Phases {
+        forward_ms,
+        forward_backward_ms,
+        train_step_ms,
+    })
+}
+
 /// Floating-point operations of one forward pass for one image (2 per multiply-add of the conv
 /// and linear layers; normalisation, activations and pooling are not counted).
 pub fn forward_flops(spec: &ModelSpec) -> f64 {

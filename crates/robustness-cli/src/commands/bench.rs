@@ -33,6 +33,28 @@ pub fn run(args: BenchArgs, device: &robustness::Device) -> Result<()> {
         std: vec![0.25; c],
         images: true,
     };
+    if args.phases {
+        let p = bench::phases(&spec, args.batch, args.warmup, args.iters, device)?;
+        if args.json {
+            return print_json(&json!({
+                "arch": arch, "batch": args.batch, "shape": [c, h, w],
+                "forward_ms": p.forward_ms,
+                "forward_backward_ms": p.forward_backward_ms,
+                "train_step_ms": p.train_step_ms,
+                "forward_gflops": bench::forward_flops(&spec) * args.batch as f64 / (p.forward_ms * 1e-3) / 1e9,
+            }));
+        }
+        outln!(
+            "{arch} batch {}: inference forward {:.1} ms, forward+backward {:.1} ms, full step {:.1} ms (backward ~{:.1} ms, optimizer ~{:.1} ms)",
+            args.batch,
+            p.forward_ms,
+            p.forward_backward_ms,
+            p.train_step_ms,
+            p.forward_backward_ms - p.forward_ms,
+            p.train_step_ms - p.forward_backward_ms
+        );
+        return Ok(());
+    }
     let timing = bench::train_step(&spec, args.batch, args.warmup, args.iters, device)?;
     let gflops = bench::train_step_flops(&spec, args.batch) / (timing.median_ms * 1e-3) / 1e9;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
