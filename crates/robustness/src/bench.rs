@@ -45,6 +45,19 @@ impl Timing {
     }
 }
 
+/// A seeded batch of uniform [0, 1) images and random labels for timing.
+fn random_batch(spec: &ModelSpec, batch: usize) -> ([usize; 4], Vec<f32>, Vec<usize>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let shape = [batch, spec.channels, spec.height, spec.width];
+    let images = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random::<f32>())
+        .collect();
+    let labels = (0..batch)
+        .map(|_| rng.random_range(0..spec.num_classes))
+        .collect();
+    (shape, images, labels)
+}
+
 /// Times `iters` SGD train steps (forward, cross-entropy, backward, momentum + weight-decay
 /// update) on random data after `warmup` untimed ones.
 pub fn train_step(
@@ -63,14 +76,7 @@ pub fn train_step(
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let shape = [batch, spec.channels, spec.height, spec.width];
-    let images: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.random::<f32>())
-        .collect();
-    let labels: Vec<usize> = (0..batch)
-        .map(|_| rng.random_range(0..spec.num_classes))
-        .collect();
+    let (shape, images, labels) = random_batch(spec, batch);
     let mut samples = Vec::with_capacity(iters);
     for i in 0..warmup + iters {
         let start = Instant::now();
@@ -112,14 +118,7 @@ pub fn phases(
     let ad = plain.clone().autodiff();
     ad.seed(0);
     let model = Classifier::new(spec, &ad);
-    let shape = [batch, spec.channels, spec.height, spec.width];
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let images: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| rng.random::<f32>())
-        .collect();
-    let labels: Vec<usize> = (0..batch)
-        .map(|_| rng.random_range(0..spec.num_classes))
-        .collect();
+    let (shape, images, labels) = random_batch(spec, batch);
     let time = |f: &mut dyn FnMut()| {
         let mut samples = Vec::with_capacity(iters);
         for i in 0..warmup + iters {

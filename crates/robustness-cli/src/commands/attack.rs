@@ -40,17 +40,7 @@ pub fn run(args: AttackCmdArgs, device: &robustness::Device) -> Result<()> {
     let (_, split, _) = load_data(&args.data, seed)?;
     let indices = parse_indices(&args.indices, split.test.len())?;
     let test = split.test.subset(&indices);
-    let expected = robustness::ModelSpec {
-        arch: saved.spec.arch,
-        channels: test.channels,
-        height: test.height,
-        width: test.width,
-        num_classes: test.num_classes(),
-        mean: Vec::new(),
-        std: Vec::new(),
-        images: true,
-    };
-    let (model, _) = train::checkpoint::load_expecting(&args.checkpoint, &expected, device)?;
+    let (model, _) = train::checkpoint::load_for_data(&args.checkpoint, &test, device)?;
     let kind: AttackKind = args.attack.parse().map_err(anyhow::Error::msg)?;
     let eps = match args.attack_args.eps[..] {
         [eps] => eps,

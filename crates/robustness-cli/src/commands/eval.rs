@@ -23,17 +23,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
         let indices: Vec<usize> = (0..limit.min(test.len())).collect();
         test = test.subset(&indices);
     }
-    let expected = robustness::ModelSpec {
-        arch: saved.spec.arch,
-        channels: test.channels,
-        height: test.height,
-        width: test.width,
-        num_classes: test.num_classes(),
-        mean: Vec::new(),
-        std: Vec::new(),
-        images: true,
-    };
-    let (model, meta) = train::checkpoint::load_expecting(&args.checkpoint, &expected, device)
+    let (model, meta) = train::checkpoint::load_for_data(&args.checkpoint, &test, device)
         .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
     if let Some(kind) = &args.attack {
         let kind: AttackKind = kind.parse().map_err(anyhow::Error::msg)?;

@@ -4,14 +4,10 @@
 //! Sans embedded in the binary (`dejavu` crate), so no system font is needed.
 
 use std::f64::consts::PI;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use nalgebra::{DMatrix, DVector};
 use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -38,11 +34,7 @@ fn figure_error(e: impl std::fmt::Display) -> TheoryError {
 }
 
 fn register_embedded_font() -> Result<(), TheoryError> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
-    });
-    if ok {
+    if crate::report::register_embedded_font() {
         Ok(())
     } else {
         Err(TheoryError::Figure(
@@ -301,20 +293,13 @@ pub fn figure4(path: &Path) -> Result<(), TheoryError> {
         root.present().map_err(figure_error)?;
     }
 
+    let bytes = crate::report::encode_png(&buffer, WIDTH, HEIGHT).map_err(figure_error)?;
     let tmp = path.with_extension("png.tmp");
     let io = |source: std::io::Error, p: &Path| TheoryError::Io {
         path: p.to_path_buf(),
         source,
     };
-    {
-        let file = File::create(&tmp).map_err(|e| io(e, &tmp))?;
-        let mut encoder = png::Encoder::new(BufWriter::new(file), WIDTH, HEIGHT);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(figure_error)?;
-        writer.write_image_data(&buffer).map_err(figure_error)?;
-        writer.finish().map_err(figure_error)?;
-    }
+    std::fs::write(&tmp, &bytes).map_err(|e| io(e, &tmp))?;
     std::fs::rename(&tmp, path).map_err(|e| io(e, path))
 }
 

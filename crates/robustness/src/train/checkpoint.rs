@@ -268,6 +268,24 @@ pub fn load_expecting(
     load(&dir, device)
 }
 
+/// Loads a checkpoint to run on `data`: its input shape and class count must match the
+/// checkpoint's (an error names both otherwise).
+pub fn load_for_data(
+    path: &Path,
+    data: &crate::data::Dataset,
+    device: &Device,
+) -> Result<(Classifier, CheckpointMeta)> {
+    let saved = read_meta(&resolve(path)?)?;
+    let expected = ModelSpec {
+        channels: data.channels,
+        height: data.height,
+        width: data.width,
+        num_classes: data.num_classes(),
+        ..saved.spec
+    };
+    load_expecting(path, &expected, device)
+}
+
 /// Restores the model (with its parameter ids) and optimizer of a checkpoint written with
 /// training state, on `device`.
 pub fn load_training_state(
