@@ -22,7 +22,17 @@ pub fn select(name: &str) -> Result<Device> {
 
 #[cfg(feature = "vulkan")]
 fn vulkan() -> Result<Device> {
-    Ok(Device::vulkan(Default::default()))
+    // Initialise eagerly so that a machine without a Vulkan adapter gets an error here, not a
+    // panic inside the runtime at the first tensor operation.
+    use burn::tensor::wgpu::WgpuBackend;
+    Device::wgpu_options()
+        .graphics_api(WgpuBackend::Vulkan)
+        .init()
+        .map_err(|e| {
+            Error::Device(format!(
+                "no Vulkan GPU could be opened ({e}); is a GPU driver with Vulkan support installed?"
+            ))
+        })
 }
 
 #[cfg(not(feature = "vulkan"))]
