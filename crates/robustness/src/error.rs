@@ -59,6 +59,14 @@ pub enum Error {
         /// Found shape.
         found: Vec<usize>,
     },
+    /// A constructed data set (or one of its shards) is missing, incomplete or inconsistent.
+    #[error("constructed data set {}: {message}", path.display())]
+    Constructed {
+        /// The data set folder or file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// An invalid setting.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -17,6 +17,7 @@
 
 pub mod attack;
 pub mod bench;
+pub mod construct;
 pub mod data;
 pub mod defaults;
 pub mod device;
