@@ -337,9 +337,9 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<ConstructMeta> {
     let n_chunks = base.num_chunks();
     let mut owner: Vec<Option<usize>> = vec![None; n_chunks];
     for (s, dir) in shards.iter().enumerate() {
-        for i in 0..n_chunks {
+        for (i, slot) in owner.iter_mut().enumerate() {
             if chunk_path(dir, i).is_file() {
-                if let Some(prev) = owner[i] {
+                if let Some(prev) = *slot {
                     return Err(err(
                         dir,
                         format!(
@@ -348,7 +348,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<ConstructMeta> {
                         ),
                     ));
                 }
-                owner[i] = Some(s);
+                *slot = Some(s);
             }
         }
     }
