@@ -28,6 +28,15 @@ pub enum Command {
     /// Attack some test images of a checkpoint; writes a PNG grid of originals, perturbations
     /// and adversarial examples with predicted labels.
     Attack(AttackCmdArgs),
+    /// Build a data set of the paper: det / rand (each training image pushed toward a target
+    /// class by a small targeted attack on a standard model, relabelled with it) or robust /
+    /// nonrobust (each image re-synthesised from a model's representation). Resumable; shardable.
+    Construct(ConstructArgs),
+    /// Join the shard folders of one `construct --shard K/N` run into one data set.
+    Merge(MergeArgs),
+    /// Run an experiment of the paper end to end (train, construct, retrain, evaluate) and
+    /// write report.md, results.json and figures. Experiments: digits, catdog, cifar10.
+    Reproduce(ReproduceArgs),
 }
 
 /// Attack settings shared by `eval`, `attack` and `train --adv-train`.
@@ -68,7 +77,8 @@ pub struct AttackArgs {
 /// Where the data comes from.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Data set: digits (embedded, no download), mnist, cifar10, synthetic.
+    /// Data set: digits (embedded, no download), mnist, cifar10, synthetic; for `train` also
+    /// constructed:DIR (a set written by `robustness construct`, tested on its source's test set).
     #[arg(long, default_value = "digits")]
     pub dataset: String,
     /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data); for CIFAR-10 also
@@ -280,6 +290,124 @@ pub struct TheoryArgs {
     #[arg(long, default_value = "theory")]
     pub out: PathBuf,
     /// Print one JSON object with every check on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ConstructArgs {
+    /// det (D_det: t = y+1 mod C), rand (D_rand: t uniform), robust (D_R) or nonrobust (D_NR).
+    pub kind: String,
+    /// The model checkpoint (standard for det/rand/nonrobust, adversarially trained for robust).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output folder (meta.json + chunks/); rerunning the same command resumes it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Threat model of det/rand: 2 (the paper) or inf.
+    #[arg(long, default_value = "2")]
+    pub constraint: String,
+    /// Radius of det/rand (default: the paper's 0.5; 3 on the 8x8 digits).
+    #[arg(long)]
+    pub eps: Option<f64>,
+    /// Step size (default: the paper's 0.1; 0.6 for det/rand on the 8x8 digits).
+    #[arg(long)]
+    pub step_size: Option<f64>,
+    /// Steps (default: the paper's 100 for det/rand, 1000 for robust/nonrobust).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// robust/nonrobust: start from another training image or from Gaussian noise.
+    #[arg(long, value_enum, default_value = "image")]
+    pub start: StartArg,
+    /// robust/nonrobust: divide the representation distance by ||g(x)||_2 (the reference
+    /// library's inversion example).
+    #[arg(long)]
+    pub normalized_loss: bool,
+    /// Return the last iterate instead of the one with the best objective.
+    #[arg(long)]
+    pub no_use_best: bool,
+    /// Only the first N training images (quick runs).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples attacked together.
+    #[arg(long, default_value_t = 250)]
+    pub batch_size: usize,
+    /// Examples per chunk file (the unit of resuming and sharding).
+    #[arg(long, default_value_t = 1000)]
+    pub chunk_size: usize,
+    /// Seed of the targets (rand), start images (robust) and random starts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Build only shard K of N (0-based; a contiguous block of chunks); join with `merge`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum StartArg {
+    Image,
+    Noise,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The shard folders (each written by `construct --shard K/N`).
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Output folder of the joined data set.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Scale {
+    /// Fewer epochs and attack steps: checks the pipeline in minutes.
+    Quick,
+    /// The settings behind the recorded figures.
+    Full,
+}
+
+impl Scale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scale::Quick => "quick",
+            Scale::Full => "full",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReproduceArgs {
+    /// digits (embedded data, a minute), catdog (CIFAR-10 cats vs dogs), cifar10.
+    #[arg(default_value = "digits")]
+    pub experiment: String,
+    /// quick or full.
+    #[arg(long, value_enum, default_value = "full")]
+    pub scale: Scale,
+    /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder (default runs/reproduce-EXPERIMENT-SCALE); rerunning continues it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Reuse this standard model instead of training one.
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// Constructed sets to build and train on.
+    #[arg(long, default_value = "det,rand")]
+    pub sets: String,
+    /// Seed of the trainings.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,
 }

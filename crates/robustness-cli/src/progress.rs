@@ -75,3 +75,53 @@ impl Drop for Progress {
         }
     }
 }
+
+/// Progress over examples (constructions, evaluations): a bar with rate and ETA on a terminal,
+/// otherwise a line on stderr at every tenth of the work.
+pub struct Examples {
+    bar: Option<ProgressBar>,
+    what: String,
+    last_tenth: usize,
+}
+
+impl Examples {
+    pub fn new(what: &str) -> Self {
+        Self {
+            bar: None,
+            what: what.to_string(),
+            last_tenth: usize::MAX,
+        }
+    }
+
+    pub fn update(&mut self, done: usize, total: usize) {
+        if std::io::stderr().is_terminal() {
+            let bar = self.bar.get_or_insert_with(|| {
+                let bar = ProgressBar::new(total as u64);
+                let style = ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} examples {per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_prefix(self.what.clone());
+                bar.reset_eta();
+                bar
+            });
+            bar.set_position(done as u64);
+        } else {
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
+            if tenth != self.last_tenth {
+                self.last_tenth = tenth;
+                eprintln!("{}: {done}/{total} examples", self.what);
+            }
+        }
+    }
+}
+
+impl Drop for Examples {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -598,3 +598,255 @@ fn theory_command_passes_every_check_and_writes_figure_4() {
     assert_eq!(&png[1..4], b"PNG");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Every file of a constructed data set folder (chunks and meta.json), sorted by name.
+fn construction_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("chunks"))
+        .expect("chunks folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    paths.push(dir.join("meta.json"));
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            (
+                p.file_name()
+                    .expect("file name")
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read(p).expect("read"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn construct_resumes_after_kill_9_and_shards_merge_to_the_same_bytes() {
+    let dir = temp_dir("construct");
+    let model = dir.join("std");
+    let out = run(&[
+        "train",
+        "--arch",
+        "mlp",
+        "--epochs",
+        "5",
+        "--out",
+        model.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ckpt = model.join("latest");
+    let ckpt = ckpt.to_str().expect("utf-8");
+    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "construct",
+            "det",
+            "--model",
+            ckpt,
+            "--steps",
+            "40",
+            "--chunk-size",
+            "100",
+            "--batch-size",
+            "50",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let full = dir.join("full");
+    let summary = json_of(&bin().args(args(&full, &["--json"])).output().expect("run"));
+    assert_eq!(summary["summary"]["examples"], 1437);
+    assert_eq!(summary["summary"]["relabelled"], 1.0);
+    assert!(summary["summary"]["distance"]["max"].as_f64().expect("max") <= 3.0 + 1e-4);
+
+    // Kill -9 a second run once it has written its first chunks, then rerun the same command.
+    let killed = dir.join("killed");
+    let mut child = bin()
+        .args(args(&killed, &[]))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let first = killed.join("chunks/chunk-000001.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !first.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let written = std::fs::read_dir(killed.join("chunks"))
+        .expect("chunks")
+        .count();
+    assert!(written < 15, "the run finished before it could be killed");
+    let out = bin().args(args(&killed, &[])).output().expect("resume");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(construction_files(&full), construction_files(&killed));
+
+    // Three shards as three concurrent processes, then merge.
+    let shards: Vec<PathBuf> = (0..3).map(|k| dir.join(format!("shard{k}"))).collect();
+    let children: Vec<_> = shards
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            bin()
+                .args(args(d, &["--shard", &format!("{k}/3")]))
+                .stderr(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn shard")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success());
+    }
+    let merged = dir.join("merged");
+    let mut merge: Vec<String> = vec!["merge".into(), "--out".into(), merged.display().to_string()];
+    merge.extend(shards.iter().map(|s| s.display().to_string()));
+    let out = bin().args(&merge).output().expect("merge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(construction_files(&full), construction_files(&merged));
+    // A missing shard is named, not silently skipped.
+    let out = run(&[
+        "merge",
+        "--out",
+        dir.join("gap").to_str().expect("utf-8"),
+        shards[0].to_str().expect("utf-8"),
+        shards[2].to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "in none of the shards");
+    // Training on a shard alone is refused with the fix.
+    let out = run(&[
+        "train",
+        "--dataset",
+        &format!("constructed:{}", shards[0].display()),
+        "--out",
+        dir.join("bad").to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "robustness merge");
+
+    // Train on the constructed set; it is tested on the original digits test set.
+    let trained = json_of(&run(&[
+        "train",
+        "--dataset",
+        &format!("constructed:{}", merged.display()),
+        "--epochs",
+        "3",
+        "--out",
+        dir.join("on-det").to_str().expect("utf-8"),
+        "--json",
+    ]));
+    let acc = trained["test_accuracy"].as_f64().expect("accuracy");
+    assert!((0.0..=1.0).contains(&acc));
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("on-det/config.json")).expect("config"),
+    )
+    .expect("json");
+    assert_eq!(config["constructed"]["kind"], "det");
+    assert_eq!(
+        config["augment"], false,
+        "Table 3: D_det without augmentation"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn construct_rejects_bad_input_cleanly() {
+    let dir = temp_dir("construct-bad");
+    let out = run(&[
+        "construct",
+        "det",
+        "--model",
+        dir.join("nope").to_str().expect("utf-8"),
+        "--out",
+        dir.join("o").to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "nope");
+    let out = run(&[
+        "construct",
+        "sideways",
+        "--model",
+        "x",
+        "--out",
+        dir.join("o").to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "unknown construction");
+    let out = run(&[
+        "train",
+        "--dataset",
+        &format!("constructed:{}", dir.display()),
+        "--out",
+        dir.join("t").to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "not a constructed data set");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn reproduce_digits_shows_that_relabelled_sets_generalise() {
+    let dir = temp_dir("reproduce");
+    let out = dir.join("r");
+    let args = [
+        "reproduce",
+        "digits",
+        "--scale",
+        "quick",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ];
+    let result = json_of(&run(&args));
+    let rows = result["rows"].as_array().expect("rows");
+    let acc = |set: &str| -> f64 {
+        rows.iter()
+            .find(|r| r["train_set"] == set)
+            .and_then(|r| r["test_accuracy"].as_f64())
+            .unwrap_or_else(|| panic!("no {set} row: {rows:?}"))
+    };
+    for r in rows {
+        for key in ["experiment", "train_set", "arch", "test_accuracy", "paper"] {
+            assert!(r.get(key).is_some(), "row lacks {key}: {r}");
+        }
+    }
+    assert!(acc("D") > 0.9, "standard model {}", acc("D"));
+    // The paper's point: trained only on images relabelled to a wrong class, the models still
+    // beat chance (10%) on the original test set by far.
+    assert!(acc("D_rand") > 0.5, "D_rand {}", acc("D_rand"));
+    assert!(acc("D_det") > 0.25, "D_det {}", acc("D_det"));
+    for f in ["report.md", "results.json", "accuracy.png", "examples.png"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    // A rerun reuses every stage and gives the same numbers.
+    let again = json_of(&run(&args));
+    assert_eq!(
+        result["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["test_accuracy"].clone())
+            .collect::<Vec<_>>(),
+        again["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["test_accuracy"].clone())
+            .collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

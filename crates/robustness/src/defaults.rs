@@ -4,10 +4,51 @@
 
 use crate::attack::AttackConfig;
 use crate::attack::threat::Constraint;
+use crate::construct::{ConstructConfig, ConstructKind};
 use crate::data::DatasetKind;
 use crate::models::Arch;
 use crate::train::schedule::Schedule;
 use crate::train::{OptimizerKind, TrainConfig};
+
+/// Construction settings for a data set: the paper's (C.4, C.5) for CIFAR-10 and the others,
+/// except where a data set's images are too small for them (ours, measured, see README).
+pub fn construction(source: DatasetKind, kind: ConstructKind) -> ConstructConfig {
+    let mut config = ConstructConfig::paper(kind);
+    if source == DatasetKind::Digits && kind.relabels() {
+        // Ours: on the 8x8 digits, eps 0.5 moves only 4.9% of the images to their D_det
+        // target (standard CNN); eps 3 (~0.375 per pixel RMS) reaches 92%.
+        config.attack.eps = 3.0;
+        config.attack.step_size = Some(0.6);
+    }
+    config
+}
+
+/// Training defaults for a constructed data set built from `source` ([P] Table 3, CIFAR rows:
+/// momentum 0.9, weight decay 5e-4, batch 128, one learning-rate drop (x0.1); D_det: lr 0.1
+/// without augmentation; D_rand: lr 0.01 with augmentation; D_R, D_NR: lr 0.1 with
+/// augmentation). The paper gives no epoch counts; ours: the source's, with the drop after two
+/// thirds of them (where the reference library's CIFAR schedule drops at epoch 100 of 150).
+pub fn for_constructed(source: DatasetKind, kind: ConstructKind) -> TrainConfig {
+    let base = for_dataset(source);
+    let (lr, augment) = match kind {
+        ConstructKind::Det => (0.1, false),
+        ConstructKind::Rand => (0.01, true),
+        ConstructKind::Robust | ConstructKind::NonRobust => (0.1, true),
+    };
+    TrainConfig {
+        lr,
+        batch_size: 128,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        schedule: Schedule::Step {
+            step: (base.epochs * 2 / 3).max(1),
+            gamma: 0.1,
+        },
+        // Flips change digits; the augmentation switch only applies to natural images.
+        augment: augment && base.augment,
+        ..base
+    }
+}
 
 /// Training defaults for a data set.
 pub fn for_dataset(kind: DatasetKind) -> TrainConfig {

@@ -2,7 +2,9 @@
 
 mod attack;
 mod bench;
+mod construct;
 mod eval;
+mod reproduce;
 mod theory;
 mod train;
 
@@ -10,7 +12,9 @@ use crate::cli::{AttackArgs, Cli, Command, DataArgs};
 use anyhow::{Context, Result, bail};
 use robustness::attack::AttackConfig;
 use robustness::attack::threat::Constraint;
-use robustness::data::{self, DatasetKind, Split, SyntheticConfig};
+use robustness::construct::Source;
+use robustness::data::{self, Dataset, DatasetKind, Split, SyntheticConfig};
+use std::path::Path;
 
 pub fn run(cli: Cli) -> Result<()> {
     let device = robustness::device::select(&cli.device)?;
@@ -20,6 +24,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args, &device),
         Command::Theory(args) => theory::run(args),
         Command::Attack(args) => attack::run(args, &device),
+        Command::Construct(args) => construct::run(args, &device),
+        Command::Merge(args) => construct::merge(args),
+        Command::Reproduce(args) => reproduce::run(args, &device),
     }
 }
 
@@ -72,6 +79,40 @@ pub fn load_data(args: &DataArgs, seed: u64) -> Result<(DatasetKind, Split, Opti
             Ok((kind, split, Some(names)))
         }
     }
+}
+
+/// The original test set of the data set a constructed set was built from (same split, same
+/// classes), checked against the constructed images' shape.
+pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Dataset> {
+    let kind = source.dataset;
+    let dir = data::resolve_data_dir(data_dir);
+    if kind.needs_data_dir() && dir.is_none() {
+        bail!(
+            "no data folder for {kind} (the test set of this constructed data set): pass --data PATH, set ROBUSTNESS_DATA, or place the files in ../shared/data"
+        );
+    }
+    let synthetic = source.synthetic.clone().unwrap_or_default();
+    let split = data::load(kind, dir.as_deref(), source.split_seed, &synthetic)
+        .with_context(|| format!("loading the test set of {kind}"))?;
+    let test = match &source.classes {
+        None => split.test,
+        Some(names) => {
+            let classes = data::parse_classes(&names.join(","), &split.test.class_names)?;
+            split.test.select_classes(&classes)
+        }
+    };
+    let shape = |d: &Dataset| [d.channels, d.height, d.width];
+    if shape(&test) != source.image_shape() || test.class_names != source.class_names {
+        bail!(
+            "the test set of {} has images {:?} and classes {:?}, but the constructed set has {:?} and {:?}",
+            source.describe(),
+            shape(&test),
+            test.class_names,
+            source.image_shape(),
+            source.class_names
+        );
+    }
+    Ok(test)
 }
 
 /// Prints a value as one JSON object on stdout.

@@ -1,18 +1,27 @@
 //! `robustness train`: flags -> `TrainConfig` (per-dataset defaults, flags winning) -> train.
 
 use crate::cli::{OptimizerArg, ScheduleArg, TrainArgs};
-use crate::commands::{attack_config, constraint_of, load_data, print_json};
+use crate::commands::{attack_config, constraint_of, load_data, load_source_test, print_json};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
+use robustness::construct::{ConstructedRef, store};
+use robustness::data::Split;
 use robustness::defaults;
 use robustness::train::schedule::Schedule;
 use robustness::train::{self, AdvMethod, Adversarial, OptimizerKind, TrainConfig};
 use serde_json::json;
+use std::path::Path;
 
 pub fn run(args: TrainArgs, device: &robustness::Device) -> Result<()> {
-    let (kind, split, classes) = load_data(&args.data, args.seed)?;
-    let mut config = defaults::for_dataset(kind);
-    config.classes = classes;
+    let (mut config, split) = match args.data.dataset.strip_prefix("constructed:") {
+        Some(dir) => constructed(Path::new(dir), &args)?,
+        None => {
+            let (kind, split, classes) = load_data(&args.data, args.seed)?;
+            let mut config = defaults::for_dataset(kind);
+            config.classes = classes;
+            (config, split)
+        }
+    };
     config.seed = args.seed;
     apply_flags(&mut config, &args)?;
     let mut progress = Progress::new();
@@ -54,6 +63,32 @@ pub fn run(args: TrainArgs, device: &robustness::Device) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A constructed training set (`--dataset constructed:DIR`) with the original test set of the
+/// data set it was built from, and the paper's Table 3 defaults for it.
+fn constructed(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
+    if args.data.classes.is_some() {
+        anyhow::bail!(
+            "--classes does not apply to a constructed data set (it keeps the classes it was built with)"
+        );
+    }
+    let (meta, train_set) = store::load(dir)?;
+    let test = load_source_test(&meta.source, args.data.data.as_deref())?;
+    let mut config = defaults::for_constructed(meta.source.dataset, meta.config.kind);
+    config.classes = meta.source.classes.clone();
+    config.constructed = Some(ConstructedRef {
+        path: dir.display().to_string(),
+        kind: meta.config.kind,
+        config_id: meta.config_id.clone(),
+    });
+    Ok((
+        config,
+        Split {
+            train: train_set,
+            test,
+        },
+    ))
 }
 
 fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {

@@ -200,6 +200,9 @@ pub struct Source {
     pub width: usize,
     /// Number of training examples.
     pub train_examples: usize,
+    /// Only the first `limit` training images were used (quick runs).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 impl Source {
@@ -221,6 +224,7 @@ impl Source {
             height: train.height,
             width: train.width,
             train_examples: train.len(),
+            limit: None,
         }
     }
 
@@ -407,6 +411,17 @@ pub struct ConstructMeta {
     pub shard: Option<Shard>,
     /// Set once every chunk (of the shard) is written.
     pub summary: Option<Summary>,
+}
+
+/// A training run's record of the constructed data set it trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConstructedRef {
+    /// The data set folder.
+    pub path: String,
+    /// Which construction.
+    pub kind: ConstructKind,
+    /// Its configuration id.
+    pub config_id: String,
 }
 
 /// The folder layout version.

@@ -185,3 +185,71 @@ pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     s
 }
+
+/// Grouped bar chart: one group per category, one bar per series (values in [0, 1], shown as
+/// percentages; `None` leaves a gap, e.g. where the paper gives no figure).
+pub fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    categories: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> Result<()> {
+    let (w, h) = (800u32, 520u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    let groups = categories.len().max(1) as f64;
+    let k = series.len().max(1) as f64;
+    if register_embedded_font() {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..groups, 0.0..100.0)
+            .map_err(|e| plot_error(path, e))?;
+        let names = categories.to_vec();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(categories.len().max(1) * 2 + 1)
+            .x_label_formatter(&|x: &f64| {
+                let i = x.floor() as usize;
+                if (x.fract() - 0.5).abs() < 0.05 && i < names.len() {
+                    names[i].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_label)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        let width = 0.8 / k;
+        for (s, (name, values)) in series.iter().enumerate() {
+            let color = Palette99::pick(s).to_rgba();
+            let bars = values.iter().enumerate().filter_map(|(g, v)| {
+                v.map(|v| {
+                    let x0 = g as f64 + 0.1 + s as f64 * width;
+                    Rectangle::new([(x0, 0.0), (x0 + width * 0.95, 100.0 * v)], color.filled())
+                })
+            });
+            chart
+                .draw_series(bars)
+                .map_err(|e| plot_error(path, e))?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        root.present().map_err(|e| plot_error(path, e))?;
+    }
+    write_png(path, &rgb, w, h)
+}

@@ -109,6 +109,10 @@ pub struct TrainConfig {
     /// Adversarial training (`None`: standard training).
     #[serde(default)]
     pub adversarial: Option<Adversarial>,
+    /// Set when the training set is a constructed one (D_det, D_rand, D_R, D_NR); the test set
+    /// is then the original test set of `dataset`.
+    #[serde(default)]
+    pub constructed: Option<crate::construct::ConstructedRef>,
 }
 
 impl Default for TrainConfig {
@@ -128,6 +132,7 @@ impl Default for TrainConfig {
             augment: false,
             seed: 0,
             adversarial: None,
+            constructed: None,
         }
     }
 }

@@ -1,0 +1,161 @@
+//! `robustness construct` (D_det, D_rand, D_R, D_NR from a checkpoint) and `robustness merge`
+//! (join the shards of one construction).
+
+use crate::cli::{ConstructArgs, MergeArgs, StartArg};
+use crate::commands::{load_data, print_json};
+use crate::progress::Examples;
+use anyhow::{Context, Result, bail};
+use robustness::attack::threat::Constraint;
+use robustness::construct::{
+    self, ConstructConfig, ConstructKind, ConstructMeta, ModelRef, Shard, Source, Start, store,
+};
+use robustness::data::DatasetKind;
+use robustness::defaults;
+use robustness::train::{self, checkpoint};
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+
+pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
+    let kind: ConstructKind = args.kind.parse()?;
+    let ckpt_dir = checkpoint::resolve(&args.model)?;
+    let saved = checkpoint::read_meta(&ckpt_dir)?;
+    // The model's own split (the embedded digits' split depends on the training seed).
+    let split_seed = saved.seed;
+    let (dataset, split, classes) = load_data(&args.data, split_seed)?;
+    let mut train_set = split.train;
+    if let Some(limit) = args.limit {
+        if limit == 0 || limit > train_set.len() {
+            bail!(
+                "--limit {limit}: the training set has {} images",
+                train_set.len()
+            );
+        }
+        train_set = train_set.subset(&(0..limit).collect::<Vec<_>>());
+    }
+    let (model, saved) = checkpoint::load_for_data(&args.model, &train_set, device)?;
+    let config = config_from(&args, defaults::construction(dataset, kind))?;
+    let synthetic =
+        (dataset == DatasetKind::Synthetic).then(|| crate::commands::synthetic_config(&args.data));
+    let mut source = Source::of(&train_set, dataset, classes, split_seed, synthetic);
+    source.limit = args.limit;
+    let model_ref = ModelRef {
+        path: args.model.display().to_string(),
+        sha256: construct::sha256_file(&ckpt_dir.join(checkpoint::WEIGHTS_FILE))?,
+        arch: saved.spec.arch,
+        epoch: saved.epoch,
+        adversarially_trained: adversarially_trained(&ckpt_dir),
+    };
+    let shard: Option<Shard> = args.shard.as_deref().map(str::parse).transpose()?;
+    let meta = ConstructMeta::new(config, source, model_ref, shard)?;
+    let started = Instant::now();
+    let what = match shard {
+        Some(s) => format!("{} shard {}/{}", kind.paper_name(), s.index, s.count),
+        None => kind.paper_name().to_string(),
+    };
+    let mut progress = Examples::new(&what);
+    let finished = construct::construct(&model, &train_set, meta, &args.out, device, |d, t| {
+        progress.update(d, t)
+    })
+    .with_context(|| format!("building {} into {}", kind.paper_name(), args.out.display()))?;
+    drop(progress);
+    report(
+        &finished,
+        &args.out,
+        started.elapsed().as_secs_f64(),
+        args.json,
+    )
+}
+
+fn config_from(args: &ConstructArgs, mut config: ConstructConfig) -> Result<ConstructConfig> {
+    let kind = config.kind;
+    if kind.relabels() {
+        config.attack.constraint = args.constraint.parse().map_err(anyhow::Error::msg)?;
+        if config.attack.constraint == Constraint::Unconstrained {
+            bail!("{} needs --constraint 2 or inf", kind.paper_name());
+        }
+    } else if args.constraint != "2" {
+        bail!(
+            "{} has no eps-ball (unconstrained normalised steps); drop --constraint",
+            kind.paper_name()
+        );
+    }
+    if let Some(eps) = args.eps {
+        if !kind.relabels() {
+            bail!(
+                "{} has no eps-ball; --eps applies to det/rand",
+                kind.paper_name()
+            );
+        }
+        config.attack.eps = eps;
+    }
+    if let Some(step) = args.step_size {
+        config.attack.step_size = Some(step);
+    }
+    if let Some(steps) = args.steps {
+        config.attack.steps = steps;
+    }
+    config.attack.use_best = !args.no_use_best;
+    config.start = match args.start {
+        StartArg::Image => Start::Image,
+        StartArg::Noise => Start::Noise,
+    };
+    config.normalized_loss = args.normalized_loss;
+    config.batch_size = args.batch_size;
+    config.chunk_size = args.chunk_size;
+    config.seed = args.seed;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Whether the checkpoint's run was adversarially trained (from the run's `config.json`, two
+/// folders up), when that can be read.
+pub fn adversarially_trained(ckpt_dir: &Path) -> Option<bool> {
+    let run = ckpt_dir.parent()?.parent()?;
+    let text = std::fs::read_to_string(run.join("config.json")).ok()?;
+    let config: train::TrainConfig = serde_json::from_str(&text).ok()?;
+    Some(config.adversarial.is_some())
+}
+
+fn report(meta: &ConstructMeta, out: &Path, seconds: f64, as_json: bool) -> Result<()> {
+    let summary = meta
+        .summary
+        .as_ref()
+        .context("the construction finished without a summary")?;
+    if as_json {
+        print_json(&json!({
+            "kind": meta.config.kind,
+            "out": out,
+            "config_id": meta.config_id,
+            "shard": meta.shard,
+            "seconds": seconds,
+            "summary": summary,
+        }))?;
+    } else {
+        let agreement = if meta.config.kind.relabels() {
+            "targeted attack success"
+        } else {
+            "model agrees with the label"
+        };
+        outln!(
+            "{} of {} examples in {} ({:.1}s): {agreement} {:.2}%, relabelled {:.2}%, objective median {:.4}, distance to source median {:.4} (max {:.4})",
+            meta.config.kind.paper_name(),
+            summary.examples,
+            out.display(),
+            seconds,
+            100.0 * summary.agreement,
+            100.0 * summary.relabelled,
+            summary.loss.median,
+            summary.distance.median,
+            summary.distance.max,
+        );
+    }
+    Ok(())
+}
+
+pub fn merge(args: MergeArgs) -> Result<()> {
+    let started = Instant::now();
+    let meta = store::merge(&args.shards, &args.out)
+        .with_context(|| format!("merging {} shards", args.shards.len()))?;
+    report(&meta, &args.out, started.elapsed().as_secs_f64(), args.json)
+}

@@ -1,0 +1,494 @@
+//! `robustness reproduce`: the paper's non-robust-features experiment end to end. Train (or
+//! reuse) a standard model, build D_det / D_rand from it, train fresh models on them, evaluate
+//! on the ORIGINAL test set, and write `report.md`, `results.json` and PNG figures. Every stage
+//! writes into its own folder under `--out` and is skipped (or resumed) when it already exists
+//! for the same configuration, so a rerun after an interruption continues.
+
+use crate::cli::{ReproduceArgs, Scale};
+use crate::commands::print_json;
+use crate::progress::{Examples, Progress};
+use anyhow::{Context, Result, bail};
+use robustness::construct::{
+    self, ConstructConfig, ConstructKind, ConstructMeta, ConstructedRef, ModelRef, Source, store,
+};
+use robustness::data::{self, Dataset, DatasetKind, Split};
+use robustness::models::Arch;
+use robustness::report::{self, Tile};
+use robustness::train::schedule::Schedule;
+use robustness::train::{self, TrainConfig, checkpoint};
+use robustness::{defaults, eval};
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One experiment at one scale: what to train, build and compare.
+struct Plan {
+    dataset: DatasetKind,
+    classes: Option<&'static str>,
+    standard: TrainConfig,
+    construct: Vec<ConstructConfig>,
+    retrain: Vec<TrainConfig>,
+    /// The paper's (or the talk's) test accuracy per train set name.
+    paper: Vec<(&'static str, f64)>,
+    note: &'static str,
+}
+
+const EXPERIMENTS: &str = "digits, catdog, cifar10";
+
+fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> {
+    let quick = matches!(scale, Scale::Quick);
+    let retrain_for = |source: DatasetKind, kind, arch, epochs: usize| TrainConfig {
+        arch,
+        epochs,
+        schedule: Schedule::Step {
+            step: (epochs * 2 / 3).max(1),
+            gamma: 0.1,
+        },
+        ..defaults::for_constructed(source, kind)
+    };
+    let construct_for = |source, kind, steps: Option<usize>| {
+        let mut c = defaults::construction(source, kind);
+        if let Some(s) = steps {
+            c.attack.steps = s;
+        }
+        c
+    };
+    Ok(match experiment {
+        "digits" => {
+            let kind = DatasetKind::Digits;
+            let epochs = if quick { 10 } else { 30 };
+            Plan {
+                dataset: kind,
+                classes: None,
+                standard: TrainConfig {
+                    epochs,
+                    ..defaults::for_dataset(kind)
+                },
+                construct: sets
+                    .iter()
+                    .map(|&k| construct_for(kind, k, quick.then_some(30)))
+                    .collect(),
+                retrain: sets
+                    .iter()
+                    .map(|&k| retrain_for(kind, k, Arch::Cnn, epochs))
+                    .collect(),
+                paper: vec![],
+                note: "Embedded UCI digits (8x8), small CNN; D_det/D_rand with L2 eps 3 (eps 0.5 barely moves 8x8 images).",
+            }
+        }
+        "catdog" => {
+            let kind = DatasetKind::Cifar10;
+            let epochs = if quick { 8 } else { 40 };
+            Plan {
+                dataset: kind,
+                classes: Some("cat,dog"),
+                // Ours (measured 85.85% at 40 epochs): small CNN, lr 0.05, cosine, 1 warm-up epoch.
+                standard: TrainConfig {
+                    arch: Arch::Cnn,
+                    epochs,
+                    lr: 0.05,
+                    schedule: Schedule::Cosine,
+                    warmup_epochs: 1,
+                    ..defaults::for_dataset(kind)
+                },
+                construct: sets
+                    .iter()
+                    .map(|&k| construct_for(kind, k, quick.then_some(20)))
+                    .collect(),
+                retrain: sets
+                    .iter()
+                    .map(|&k| retrain_for(kind, k, Arch::Cnn, epochs))
+                    .collect(),
+                // The talk: 78% on cats vs dogs (with two classes D_det flips every label).
+                paper: vec![("D_det", 0.78)],
+                note: "CIFAR-10 cats vs dogs, small CNN (the talk's experiment; its model is not stated).",
+            }
+        }
+        "cifar10" => {
+            let kind = DatasetKind::Cifar10;
+            let (arch, epochs) = if quick {
+                (Arch::Cnn, 15)
+            } else {
+                (Arch::Resnet18, 150)
+            };
+            let mut standard = TrainConfig {
+                arch,
+                epochs,
+                ..defaults::for_dataset(kind)
+            };
+            if quick {
+                standard.schedule = Schedule::Cosine;
+            }
+            Plan {
+                dataset: kind,
+                classes: None,
+                standard,
+                construct: sets
+                    .iter()
+                    .map(|&k| construct_for(kind, k, quick.then_some(20)))
+                    .collect(),
+                retrain: sets
+                    .iter()
+                    .map(|&k| retrain_for(kind, k, arch, epochs))
+                    .collect(),
+                // [P] Table 1 (ResNet-50): D 95.3%, D_rand 63.3%, D_det 43.7%.
+                paper: vec![("D", 0.953), ("D_rand", 0.633), ("D_det", 0.437)],
+                note: "CIFAR-10, all classes (the paper's Table 1 uses ResNet-50; full scale here uses ResNet-18 and needs a GPU).",
+            }
+        }
+        other => bail!("unknown experiment '{other}': expected one of {EXPERIMENTS}"),
+    })
+}
+
+/// One line of the results table.
+#[derive(Serialize)]
+struct Row {
+    experiment: String,
+    train_set: String,
+    arch: Arch,
+    test_accuracy: f64,
+    paper: Option<f64>,
+    /// D_det: accuracy on the test set relabelled (y + 1) mod C ([P] Table 10).
+    shifted_test_accuracy: Option<f64>,
+    /// Constructed sets: the targeted attack's success rate.
+    attack_success: Option<f64>,
+    train_examples: usize,
+    epochs: usize,
+    /// Wall seconds spent on this row's stages in this invocation (0 when reused).
+    seconds: f64,
+}
+
+pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
+    let sets: Vec<ConstructKind> = args
+        .sets
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    if let Some(k) = sets.iter().find(|k| !k.relabels()) {
+        bail!(
+            "--sets: {} is not part of this experiment (det, rand)",
+            k.paper_name()
+        );
+    }
+    let experiment = args.experiment.to_ascii_lowercase();
+    let plan = plan(&experiment, args.scale, &sets)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "runs/reproduce-{experiment}-{}",
+            args.scale.as_str()
+        ))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let started = Instant::now();
+    let split = load(&plan, args.data.as_deref(), args.seed)?;
+    let classes = plan
+        .classes
+        .map(|c| c.split(',').map(str::to_string).collect::<Vec<_>>());
+    let paper = |name: &str| plan.paper.iter().find(|(n, _)| *n == name).map(|p| p.1);
+    let mut rows = Vec::new();
+
+    // Stage 1: the standard model (trained here, or reused with --source).
+    let stage = Instant::now();
+    let (source_ckpt, standard_acc, standard_arch, standard_epochs) = match &args.source {
+        Some(ckpt) => {
+            let (model, meta) = checkpoint::load_for_data(ckpt, &split.test, device)?;
+            let acc = eval::evaluate(&model, &split.test, 256, device).accuracy;
+            (ckpt.clone(), acc, meta.spec.arch, meta.epoch)
+        }
+        None => {
+            let mut config = plan.standard.clone();
+            config.classes = classes.clone();
+            config.seed = args.seed;
+            let dir = out.join("standard");
+            eprintln!("[1] standard {} on {}", config.arch, plan.dataset);
+            let mut progress = Progress::new();
+            let s = train::train(&config, &split, &dir, true, device, &mut progress)
+                .with_context(|| format!("training the standard model in {}", dir.display()))?;
+            (dir.join("latest"), s.test_accuracy, config.arch, s.epochs)
+        }
+    };
+    rows.push(Row {
+        experiment: experiment.clone(),
+        train_set: "D".into(),
+        arch: standard_arch,
+        test_accuracy: standard_acc,
+        paper: paper("D"),
+        shifted_test_accuracy: None,
+        attack_success: None,
+        train_examples: split.train.len(),
+        epochs: standard_epochs,
+        seconds: stage.elapsed().as_secs_f64(),
+    });
+
+    let mut built: Vec<(ConstructKind, Dataset)> = Vec::new();
+    for (config, retrain) in plan.construct.iter().zip(&plan.retrain) {
+        let kind = config.kind;
+        let name = kind.paper_name();
+        let stage = Instant::now();
+        // Stage 2: the constructed set.
+        let set_dir = out.join(format!("d_{}", kind.as_str()));
+        eprintln!("[2] {name} from {}", source_ckpt.display());
+        let meta = build(
+            config,
+            &source_ckpt,
+            &split.train,
+            plan.dataset,
+            classes.clone(),
+            &set_dir,
+            device,
+        )?;
+        let (_, set) = store::load(&set_dir)?;
+        // Stage 3: a fresh model on it, tested on the original test set.
+        let mut train_config = retrain.clone();
+        train_config.classes = classes.clone();
+        train_config.seed = args.seed;
+        train_config.constructed = Some(ConstructedRef {
+            path: set_dir.display().to_string(),
+            kind,
+            config_id: meta.config_id.clone(),
+        });
+        let run_dir = out.join(format!("train-d_{}", kind.as_str()));
+        eprintln!("[3] standard {} on {name}", train_config.arch);
+        let on_set = Split {
+            train: set.clone(),
+            test: split.test.clone(),
+        };
+        let mut progress = Progress::new();
+        let s = train::train(
+            &train_config,
+            &on_set,
+            &run_dir,
+            true,
+            device,
+            &mut progress,
+        )
+        .with_context(|| format!("training on {name} in {}", run_dir.display()))?;
+        drop(progress);
+        let shifted = (kind == ConstructKind::Det).then(|| {
+            let (model, _) = checkpoint::load(&run_dir.join("latest"), device)?;
+            let mut shifted = split.test.clone();
+            let c = shifted.num_classes();
+            for l in &mut shifted.labels {
+                *l = (*l + 1) % c;
+            }
+            anyhow::Ok(eval::evaluate(&model, &shifted, 256, device).accuracy)
+        });
+        rows.push(Row {
+            experiment: experiment.clone(),
+            train_set: name.into(),
+            arch: train_config.arch,
+            test_accuracy: s.test_accuracy,
+            paper: paper(name),
+            shifted_test_accuracy: shifted.transpose()?,
+            attack_success: meta.summary.as_ref().map(|m| m.agreement),
+            train_examples: set.len(),
+            epochs: s.epochs,
+            seconds: stage.elapsed().as_secs_f64(),
+        });
+        built.push((kind, set));
+    }
+
+    write_report(&out, &experiment, &args, &plan, &rows, &split.train, &built)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        print_json(&json!({
+            "experiment": experiment,
+            "scale": args.scale.as_str(),
+            "out": out,
+            "seconds": seconds,
+            "rows": rows,
+        }))?;
+    } else {
+        for r in &rows {
+            outln!(
+                "{:<8} {:<8} test accuracy {:6.2}%{}",
+                r.train_set,
+                r.arch,
+                100.0 * r.test_accuracy,
+                r.paper
+                    .map(|p| format!(" (paper {:.1}%)", 100.0 * p))
+                    .unwrap_or_default()
+            );
+        }
+        outln!(
+            "report: {} ({:.0}s)",
+            out.join("report.md").display(),
+            seconds
+        );
+    }
+    Ok(())
+}
+
+fn load(plan: &Plan, data_dir: Option<&Path>, seed: u64) -> Result<Split> {
+    let dir = data::resolve_data_dir(data_dir);
+    if plan.dataset.needs_data_dir() && dir.is_none() {
+        bail!(
+            "no data folder for {}: pass --data PATH, set ROBUSTNESS_DATA, or place the files in ../shared/data",
+            plan.dataset
+        );
+    }
+    let split = data::load(plan.dataset, dir.as_deref(), seed, &Default::default())
+        .with_context(|| format!("loading {}", plan.dataset))?;
+    Ok(match plan.classes {
+        None => split,
+        Some(spec) => {
+            let classes = data::parse_classes(spec, &split.train.class_names)?;
+            Split {
+                train: split.train.select_classes(&classes),
+                test: split.test.select_classes(&classes),
+            }
+        }
+    })
+}
+
+/// Builds (or resumes, or finds finished) a constructed set with the same metadata the
+/// `construct` command would write for the same flags.
+fn build(
+    config: &ConstructConfig,
+    ckpt: &Path,
+    train_set: &Dataset,
+    dataset: DatasetKind,
+    classes: Option<Vec<String>>,
+    out: &Path,
+    device: &robustness::Device,
+) -> Result<ConstructMeta> {
+    let ckpt_dir = checkpoint::resolve(ckpt)?;
+    let (model, saved) = checkpoint::load_for_data(ckpt, train_set, device)?;
+    let source = Source::of(train_set, dataset, classes, saved.seed, None);
+    let model_ref = ModelRef {
+        path: ckpt.display().to_string(),
+        sha256: construct::sha256_file(&ckpt_dir.join(checkpoint::WEIGHTS_FILE))?,
+        arch: saved.spec.arch,
+        epoch: saved.epoch,
+        adversarially_trained: super::construct::adversarially_trained(&ckpt_dir),
+    };
+    let meta = ConstructMeta::new(config.clone(), source, model_ref, None)?;
+    let mut progress = Examples::new(config.kind.paper_name());
+    let meta = construct::construct(&model, train_set, meta, out, device, |d, t| {
+        progress.update(d, t)
+    })
+    .with_context(|| format!("building {} in {}", config.kind.paper_name(), out.display()))?;
+    Ok(meta)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    out: &Path,
+    experiment: &str,
+    args: &ReproduceArgs,
+    plan: &Plan,
+    rows: &[Row],
+    original: &Dataset,
+    built: &[(ConstructKind, Dataset)],
+) -> Result<()> {
+    let pct = |v: f64| format!("{:.2}%", 100.0 * v);
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.train_set.clone(),
+                r.arch.to_string(),
+                r.train_examples.to_string(),
+                r.epochs.to_string(),
+                pct(r.test_accuracy),
+                r.paper.map(pct).unwrap_or_else(|| "-".into()),
+                r.attack_success.map(pct).unwrap_or_else(|| "-".into()),
+                r.shifted_test_accuracy
+                    .map(pct)
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let table = report::markdown_table(
+        &[
+            "train set",
+            "arch",
+            "examples",
+            "epochs",
+            "test accuracy (original test set)",
+            "paper",
+            "attack success",
+            "accuracy on test relabelled y+1",
+        ],
+        &table_rows,
+    );
+    // Figures: accuracies next to the paper's, and examples of the constructed sets.
+    let categories: Vec<String> = rows.iter().map(|r| r.train_set.clone()).collect();
+    let mut series = vec![(
+        "ours".to_string(),
+        rows.iter().map(|r| Some(r.test_accuracy)).collect(),
+    )];
+    if rows.iter().any(|r| r.paper.is_some()) {
+        series.push((
+            "paper / talk".to_string(),
+            rows.iter().map(|r| r.paper).collect(),
+        ));
+    }
+    report::bar_chart(
+        &out.join("accuracy.png"),
+        &format!("{experiment}: accuracy on the original test set"),
+        "test accuracy (%)",
+        &categories,
+        &series,
+    )?;
+    let shown = original.len().min(8);
+    let name = |k: usize| {
+        original
+            .class_names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
+    };
+    let mut grid = vec![(
+        "original (label)".to_string(),
+        (0..shown)
+            .map(|i| Tile {
+                pixels: original.image(i),
+                caption: name(original.labels[i]),
+            })
+            .collect(),
+    )];
+    for (kind, set) in built {
+        grid.push((
+            format!("{} (new label)", kind.paper_name()),
+            (0..shown)
+                .map(|i| Tile {
+                    pixels: set.image(i),
+                    caption: name(set.labels[i]),
+                })
+                .collect(),
+        ));
+    }
+    let scale = (96 / original.height.max(1)).max(1);
+    report::image_grid(
+        &out.join("examples.png"),
+        &grid,
+        original.channels,
+        original.height,
+        original.width,
+        scale,
+    )?;
+    let mut command = format!(
+        "robustness reproduce {experiment} --scale {}",
+        args.scale.as_str()
+    );
+    if let Some(s) = &args.source {
+        command.push_str(&format!(" --source {}", s.display()));
+    }
+    if args.sets != "det,rand" {
+        command.push_str(&format!(" --sets {}", args.sets));
+    }
+    let md = format!(
+        "# Non-robust features suffice: {experiment} ({} scale)\n\n{}\n\nCommand: `{command}` (stages in this folder are reused when rerun).\n\n{table}\nA model trained only on the relabelled images, whose labels look wrong to a human, is tested on the original, correctly labelled test set. Chance is {:.1}%.\n\n![accuracy](accuracy.png)\n\n![examples](examples.png)\n",
+        args.scale.as_str(),
+        plan.note,
+        100.0 / original.num_classes().max(1) as f64,
+    );
+    train::checkpoint::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    train::checkpoint::write_json_atomic(
+        &out.join("results.json"),
+        &json!({ "experiment": experiment, "scale": args.scale.as_str(), "rows": rows }),
+    )?;
+    Ok(())
+}
