@@ -244,6 +244,13 @@ pub struct AttackCmdArgs {
     pub json: bool,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadArg {
+    Train,
+    Pgd,
+    Invert,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Architecture.
@@ -264,7 +271,11 @@ pub struct BenchArgs {
     /// Timed steps.
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
-    /// Also time the phases: inference forward, forward + backward, full step.
+    /// What to time: train (forward + backward + SGD update), pgd (one L2 PGD step: input
+    /// gradient, step, projection) or invert (one representation-inversion step).
+    #[arg(long, value_enum, default_value = "train")]
+    pub workload: WorkloadArg,
+    /// Also time the phases of a train step: inference forward, forward + backward, full step.
     #[arg(long)]
     pub phases: bool,
     /// Print one JSON object with the results on stdout.

@@ -94,6 +94,70 @@ pub fn train_step(
     Ok(Timing::from_samples(samples))
 }
 
+/// Which attack-loop step to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackStep {
+    /// One L2 PGD step as the PGD loop runs it: loss and input gradient of the mean
+    /// cross-entropy (model in inference mode), normalised step, projection onto the eps-ball,
+    /// clamp to [0, 1]. eps 0.5, step 0.1 (the D_det construction's settings).
+    Pgd,
+    /// One representation-inversion step (D_R / D_NR construction): input gradient of
+    /// ||g(x) - g(x_target)||_2, normalised step, clamp to [0, 1].
+    Inversion,
+}
+
+/// Times `iters` steps of an attack loop on random data after `warmup` untimed ones, through
+/// the same functions the PGD loop uses.
+pub fn attack_step(
+    kind: AttackStep,
+    spec: &ModelSpec,
+    batch: usize,
+    warmup: usize,
+    iters: usize,
+    device: &Device,
+) -> Result<Timing> {
+    use crate::attack::{self, threat};
+    let plain = device.clone().without_autodiff();
+    plain.seed(0);
+    let model = burn::module::Module::valid(&Classifier::new(spec, &plain));
+    let (shape, images, labels) = random_batch(spec, batch);
+    let x0 = tensors::images(images.clone(), shape, &plain);
+    let y = tensors::labels(&labels, &plain);
+    let (constraint, sign) = match kind {
+        AttackStep::Pgd => (threat::Constraint::L2, 1.0),
+        AttackStep::Inversion => (threat::Constraint::Unconstrained, -1.0),
+    };
+    let ball = threat::threat_model(constraint, 0.5, 0.01);
+    // Inversion matches the representation of the batch rolled by one image.
+    let target = model.forward_features(x0.clone().roll_dim(1, 0));
+    let invert = crate::construct::robust::representation_loss(target, false);
+    let ce = attack::loss::LossKind::CrossEntropy;
+    let loss: &dyn attack::loss::AttackLoss = match kind {
+        AttackStep::Pgd => &ce,
+        AttackStep::Inversion => &invert,
+    };
+    let mut x = x0.clone();
+    let mut samples = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let start = Instant::now();
+        let (_, grad) = attack::loss_and_grad(&model, loss, &x, &y, sign);
+        x = ball.project(x + ball.step(grad).mul_scalar(0.1), &x0);
+        // Reading a value waits for the step to finish on asynchronous devices.
+        let _ = tensors::to_vec(x.clone().slice([0..1, 0..1, 0..1, 0..1]));
+        if i >= warmup {
+            samples.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(Timing::from_samples(samples))
+}
+
+/// Floating-point operations of one attack step for a batch: a forward and the gradient with
+/// respect to the input (about one more forward), as the PyTorch side counts it.
+pub fn attack_step_flops(spec: &ModelSpec, batch: usize) -> f64 {
+    2.0 * forward_flops(spec) * batch as f64
+}
+
 /// Where a train step's time goes: medians of the same batch through an inference forward,
 /// a forward + backward (gradients of all parameters), and the full step with the SGD update.
 #[derive(Clone, Debug, Serialize)]

@@ -1,6 +1,6 @@
 //! `robustness bench`: train-step time of an architecture, median and spread after warm-up.
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, WorkloadArg};
 use crate::commands::print_json;
 use anyhow::{Context, Result, bail};
 use robustness::{Arch, ModelSpec, bench};
@@ -55,6 +55,9 @@ pub fn run(args: BenchArgs, device: &robustness::Device) -> Result<()> {
         );
         return Ok(());
     }
+    if args.workload != WorkloadArg::Train {
+        return attack(&args, &spec, device);
+    }
     let timing = bench::train_step(&spec, args.batch, args.warmup, args.iters, device)?;
     let gflops = bench::train_step_flops(&spec, args.batch) / (timing.median_ms * 1e-3) / 1e9;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -80,6 +83,50 @@ pub fn run(args: BenchArgs, device: &robustness::Device) -> Result<()> {
         timing.max_ms,
         args.iters,
         args.warmup,
+        gflops
+    );
+    Ok(())
+}
+
+/// Times one step of the PGD loop (pgd) or of representation inversion (invert).
+fn attack(args: &BenchArgs, spec: &ModelSpec, device: &robustness::Device) -> Result<()> {
+    let (kind, key, what) = match args.workload {
+        WorkloadArg::Invert => (
+            bench::AttackStep::Inversion,
+            "invert_step_ms",
+            "inversion step",
+        ),
+        _ => (bench::AttackStep::Pgd, "pgd_step_ms", "L2 PGD step"),
+    };
+    let timing = bench::attack_step(kind, spec, args.batch, args.warmup, args.iters, device)?;
+    let gflops = bench::attack_step_flops(spec, args.batch) / (timing.median_ms * 1e-3) / 1e9;
+    // Images x steps per second: the attack throughput a construction or evaluation sees.
+    let throughput = args.batch as f64 / (timing.median_ms * 1e-3);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.json {
+        return print_json(&json!({
+            "arch": spec.arch,
+            "batch": args.batch,
+            "shape": [spec.channels, spec.height, spec.width],
+            "workload": kind,
+            key: timing.median_ms,
+            "min_ms": timing.min_ms,
+            "max_ms": timing.max_ms,
+            "samples_ms": timing.samples_ms,
+            "images_steps_per_s": throughput,
+            "gflops": gflops,
+            "threads": threads,
+            "device": robustness::device::describe(device),
+        }));
+    }
+    outln!(
+        "{} batch {}: {what} median {:.1} ms (min {:.1}, max {:.1}), {:.0} image-steps/s, {:.1} GFLOP/s",
+        spec.arch,
+        args.batch,
+        timing.median_ms,
+        timing.min_ms,
+        timing.max_ms,
+        throughput,
         gflops
     );
     Ok(())
