@@ -34,6 +34,9 @@ pub enum Command {
     Construct(ConstructArgs),
     /// Join the shard folders of one `construct --shard K/N` run into one data set.
     Merge(MergeArgs),
+    /// Transferability (paper Fig. 3): adversarial examples of a source model tried on target
+    /// models; with --det-models, against each architecture's accuracy when trained on D_det.
+    Transfer(TransferArgs),
     /// Run an experiment of the paper end to end (train, construct, retrain, evaluate) and
     /// write report.md, results.json and figures. Experiments: digits, catdog, cifar10.
     Reproduce(ReproduceArgs),
@@ -418,6 +421,42 @@ pub struct ReproduceArgs {
     /// Seed of the trainings.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    /// The model the adversarial examples are made on.
+    #[arg(long)]
+    pub source: PathBuf,
+    /// Standard models of other architectures (checkpoints, comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub targets: Vec<PathBuf>,
+    /// Per target, in the same order: a model of the same architecture trained on D_det built
+    /// from the source; its accuracy on the original test set is the figure's x axis.
+    #[arg(long, value_delimiter = ',')]
+    pub det_models: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Attack on the source: pgd, fgsm, apgd-ce, apgd-dlr.
+    #[arg(long, default_value = "pgd")]
+    pub attack: String,
+    #[command(flatten)]
+    pub attack_args: AttackArgs,
+    /// Only the first N test images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Seed of the attack's random starts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder for transfer.md, transfer.json and transfer.png.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,

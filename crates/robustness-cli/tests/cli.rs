@@ -850,3 +850,88 @@ fn reproduce_digits_shows_that_relabelled_sets_generalise() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn transfer_reports_rates_per_target_and_draws_figure_3() {
+    let dir = temp_dir("transfer");
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    for (arch, out) in [("linear", "src"), ("mlp", "mlp")] {
+        let o = run(&[
+            "train",
+            "--arch",
+            arch,
+            "--epochs",
+            "8",
+            "--out",
+            &path(out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = run(&[
+        "construct",
+        "det",
+        "--model",
+        &path("src/latest"),
+        "--steps",
+        "10",
+        "--out",
+        &path("det"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (arch, out) in [("linear", "det-linear"), ("mlp", "det-mlp")] {
+        let o = run(&[
+            "train",
+            "--arch",
+            arch,
+            "--epochs",
+            "5",
+            "--dataset",
+            &format!("constructed:{}", path("det")),
+            "--out",
+            &path(out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let result = json_of(&run(&[
+        "transfer",
+        "--source",
+        &path("src/latest"),
+        "--targets",
+        &format!("{},{}", path("src/latest"), path("mlp/latest")),
+        "--det-models",
+        &format!("{},{}", path("det-linear/latest"), path("det-mlp/latest")),
+        "--eps",
+        "1.5",
+        "--steps",
+        "10",
+        "--out",
+        &path("fig"),
+        "--json",
+    ]));
+    let rows = result["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    // The source as a target transfers exactly its own success rate.
+    let own = result["source"]["success_rate"].as_f64().expect("rate");
+    assert_eq!(rows[0]["transfer_success_rate"].as_f64(), Some(own));
+    assert!(own > 0.5, "the attack works on its own model: {own}");
+    for r in rows {
+        for key in ["transfer_success_rate", "d_det_accuracy", "clean_accuracy"] {
+            let v = r[key].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&v), "{key}: {r}");
+        }
+    }
+    for f in ["transfer.png", "transfer.md", "transfer.json"] {
+        assert!(dir.join("fig").join(f).is_file(), "missing {f}");
+    }
+    let o = run(&[
+        "transfer",
+        "--source",
+        &path("src/latest"),
+        "--targets",
+        &path("mlp/latest"),
+        "--det-models",
+        &format!("{},{}", path("det-linear/latest"), path("det-mlp/latest")),
+    ]);
+    assert_clean_error(&o, "one per target");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -7,6 +7,7 @@ mod eval;
 mod reproduce;
 mod theory;
 mod train;
+mod transfer;
 
 use crate::cli::{AttackArgs, Cli, Command, DataArgs};
 use anyhow::{Context, Result, bail};
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Construct(args) => construct::run(args, &device),
         Command::Merge(args) => construct::merge(args),
         Command::Reproduce(args) => reproduce::run(args, &device),
+        Command::Transfer(args) => transfer::run(args, &device),
     }
 }
 

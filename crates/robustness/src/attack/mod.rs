@@ -10,6 +10,7 @@
 pub mod apgd;
 pub mod loss;
 pub mod threat;
+pub mod transfer;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};

@@ -253,3 +253,81 @@ pub fn bar_chart(
     }
     write_png(path, &rgb, w, h)
 }
+
+/// Least-squares line y = a + b x through the points (`None` with fewer than two distinct x).
+pub fn trend_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if points.len() < 2 || sxx < 1e-12 {
+        return None;
+    }
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let b = sxy / sxx;
+    Some((my - b * mx, b))
+}
+
+/// A scatter plot of labelled points with their least-squares trend line (dotted) into a PNG.
+pub fn scatter_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[(String, f64, f64)],
+) -> Result<()> {
+    let (w, h) = (800u32, 520u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    let xs = points.iter().map(|p| p.1);
+    let ys = points.iter().map(|p| p.2);
+    let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    let (y0, y1) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+    let pad = |a: f64, b: f64| {
+        if a > b {
+            (0.0, 1.0)
+        } else {
+            let m = ((b - a) * 0.15).max(0.02);
+            (a - m, b + m)
+        }
+    };
+    let ((x0, x1), (y0, y1)) = (pad(x0, x1), pad(y0, y1));
+    if register_embedded_font() {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| plot_error(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.1, p.2)).collect();
+        if let Some((a, b)) = trend_line(&xy) {
+            let red = RED.stroke_width(2);
+            let steps = 40;
+            let inside = |x: f64| (y0..=y1).contains(&(a + b * x));
+            let dashes = (0..steps).step_by(2).filter_map(|i| {
+                let xa = x0 + (x1 - x0) * i as f64 / steps as f64;
+                let xb = x0 + (x1 - x0) * (i + 1) as f64 / steps as f64;
+                (inside(xa) && inside(xb))
+                    .then(|| PathElement::new(vec![(xa, a + b * xa), (xb, a + b * xb)], red))
+            });
+            chart.draw_series(dashes).map_err(|e| plot_error(path, e))?;
+        }
+        chart
+            .draw_series(points.iter().map(|(name, x, y)| {
+                EmptyElement::at((*x, *y))
+                    + Circle::new((0, 0), 5, BLUE.filled())
+                    + Text::new(name.clone(), (8, -6), ("sans-serif", 14))
+            }))
+            .map_err(|e| plot_error(path, e))?;
+        root.present().map_err(|e| plot_error(path, e))?;
+    }
+    write_png(path, &rgb, w, h)
+}
