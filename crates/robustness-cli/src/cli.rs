@@ -415,8 +415,12 @@ pub struct ReproduceArgs {
     /// Reuse this standard model instead of training one.
     #[arg(long)]
     pub source: Option<PathBuf>,
-    /// Constructed sets to build and train on.
-    #[arg(long, default_value = "det,rand")]
+    /// Reuse this adversarially trained model (for D_R) instead of training one.
+    #[arg(long)]
+    pub robust_source: Option<PathBuf>,
+    /// Constructed sets to build and train on: det, rand (non-robust features suffice), robust,
+    /// nonrobust (robust features; adds the robust model and robust-accuracy evaluations).
+    #[arg(long, default_value = "det,rand,robust,nonrobust")]
     pub sets: String,
     /// Seed of the trainings.
     #[arg(long, default_value_t = 0)]

@@ -799,7 +799,7 @@ fn construct_rejects_bad_input_cleanly() {
 }
 
 #[test]
-fn reproduce_digits_shows_that_relabelled_sets_generalise() {
+fn reproduce_digits_shows_that_relabelled_sets_generalise_and_builds_d_r() {
     let dir = temp_dir("reproduce");
     let out = dir.join("r");
     let args = [
@@ -829,9 +829,32 @@ fn reproduce_digits_shows_that_relabelled_sets_generalise() {
     // beat chance (10%) on the original test set by far.
     assert!(acc("D_rand") > 0.5, "D_rand {}", acc("D_rand"));
     assert!(acc("D_det") > 0.25, "D_det {}", acc("D_det"));
-    for f in ["report.md", "results.json", "accuracy.png", "examples.png"] {
+    for f in [
+        "report.md",
+        "results.json",
+        "accuracy.png",
+        "examples.png",
+        "robustness.png",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
+    // The robust-features half: an adversarially trained model and D_R / D_NR rows, each with
+    // a robust accuracy in [0, 1]; the adversarially trained model is the most robust one.
+    for set in ["D (adversarial training)", "D_R", "D_NR"] {
+        assert!(acc(set) > 0.5, "{set}: {}", acc(set));
+    }
+    let robust = |set: &str| -> f64 {
+        rows.iter()
+            .find(|r| r["train_set"] == set)
+            .and_then(|r| r["robust_accuracy"][0][1].as_f64())
+            .unwrap_or_else(|| panic!("no robust accuracy for {set}: {rows:?}"))
+    };
+    assert!(robust("D (adversarial training)") > robust("D") + 0.2);
+    let labels = std::fs::read_to_string(out.join("d_robust/meta.json")).expect("D_R meta");
+    assert!(
+        labels.contains("\"relabelled\": 0.0"),
+        "D_R keeps the labels"
+    );
     // A rerun reuses every stage and gives the same numbers.
     let again = json_of(&run(&args));
     assert_eq!(
