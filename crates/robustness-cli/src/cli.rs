@@ -34,6 +34,8 @@ pub enum Command {
     Construct(ConstructArgs),
     /// Join the shard folders of one `construct --shard K/N` run into one data set.
     Merge(MergeArgs),
+    /// Join the parts of one `eval --attack ... --shard K/N` evaluation.
+    MergeEval(MergeEvalArgs),
     /// Transferability (paper Fig. 3): adversarial examples of a source model tried on target
     /// models; with --det-models, against each architecture's accuracy when trained on D_det.
     Transfer(TransferArgs),
@@ -213,6 +215,20 @@ pub struct EvalArgs {
     /// Folder for the robustness-curve table and plot (with several --eps).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// With --attack: evaluate only shard K of N (0-based; a contiguous block of batches) and
+    /// write OUT/eval-shard-K-of-N.json; join the parts with `robustness merge-eval`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeEvalArgs {
+    /// The parts written by `eval --attack ... --shard K/N --out DIR`.
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,

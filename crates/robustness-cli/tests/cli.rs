@@ -958,3 +958,70 @@ fn transfer_reports_rates_per_target_and_draws_figure_3() {
     assert_clean_error(&o, "one per target");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sharded_robust_evaluation_adds_up_to_the_unsharded_one() {
+    let dir = temp_dir("eval-shards");
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let o = run(&[
+        "train",
+        "--arch",
+        "linear",
+        "--epochs",
+        "5",
+        "--out",
+        &path("m"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eval = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--checkpoint",
+            "PLACEHOLDER",
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.5,1",
+            "--steps",
+            "5",
+            "--random-start",
+            "--batch-size",
+            "40",
+        ];
+        let ckpt = path("m/latest");
+        a[2] = &ckpt;
+        a.extend_from_slice(extra);
+        bin().args(&a).output().expect("run")
+    };
+    let whole = json_of(&eval(&["--json"]));
+    for k in 0..4 {
+        let spec = format!("{k}/4");
+        let o = eval(&["--shard", &spec, "--out", &path("parts")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let parts: Vec<String> = (0..4)
+        .map(|k| path(&format!("parts/eval-shard-{k}-of-4.json")))
+        .collect();
+    let mut args = vec!["merge-eval".to_string()];
+    args.extend(parts.iter().cloned());
+    args.push("--json".into());
+    let merged = json_of(&bin().args(&args).output().expect("merge-eval"));
+    for (a, b) in whole["curve"]
+        .as_array()
+        .expect("curve")
+        .iter()
+        .zip(merged["curve"].as_array().expect("curve"))
+    {
+        for key in [
+            "clean_accuracy",
+            "robust_accuracy",
+            "examples",
+            "max_perturbation_norm",
+        ] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
+    }
+    let o = run(&["merge-eval", &parts[0], &parts[1], &parts[3]]);
+    assert_clean_error(&o, "shards 2 of 4 are missing");
+    let _ = std::fs::remove_dir_all(dir);
+}

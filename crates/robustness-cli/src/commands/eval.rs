@@ -2,13 +2,16 @@
 //! with `--attack`, robust accuracy under that attack for one or several radii (a robustness
 //! curve, as a table and a PNG plot).
 
-use crate::cli::EvalArgs;
+use crate::cli::{EvalArgs, MergeEvalArgs};
 use crate::commands::{attack_config, load_data, print_json};
+use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use robustness::attack::{self, AttackConfig, AttackKind, RobustReport};
+use robustness::attack::{self, AttackConfig, AttackKind, RobustCounts, RobustReport};
+use robustness::construct::{self, Shard};
 use robustness::data::Dataset;
 use robustness::{Classifier, eval, report, train};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -81,6 +84,9 @@ fn robust(
         steps: 20,
         ..AttackConfig::default()
     };
+    if let Some(spec) = &args.shard {
+        return shard(args, spec, kind, model, test, seed, device, base);
+    }
     let mut curve: Vec<(AttackConfig, RobustReport)> = Vec::new();
     for &eps in &args.attack_args.eps {
         let config = attack_config(&args.attack_args, eps, base.clone())?;
@@ -214,5 +220,170 @@ fn robust(
         },
         first.examples
     );
+    Ok(())
+}
+
+/// One shard's part of a robust evaluation: everything that must agree between the parts, and
+/// the counts per radius.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Part {
+    identity: serde_json::Value,
+    shard: Shard,
+    counts: Vec<(f64, RobustCounts)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shard(
+    args: &EvalArgs,
+    spec: &str,
+    kind: AttackKind,
+    model: &Classifier,
+    test: &Dataset,
+    seed: u64,
+    device: &robustness::Device,
+    base: AttackConfig,
+) -> Result<()> {
+    let shard: Shard = spec.parse()?;
+    let Some(out) = &args.out else {
+        bail!("--shard needs --out DIR (the part is written there for `robustness merge-eval`)");
+    };
+    let ckpt = train::checkpoint::resolve(&args.checkpoint)?;
+    let sha = construct::sha256_file(&ckpt.join(train::checkpoint::WEIGHTS_FILE))?;
+    let batches = test.len().div_ceil(args.batch_size.max(1));
+    let range = attack::shard_batches(batches, shard.index, shard.count);
+    let mut counts = Vec::new();
+    let mut configs = Vec::new();
+    for &eps in &args.attack_args.eps {
+        let config = attack_config(&args.attack_args, eps, base.clone())?;
+        let mut progress =
+            Examples::new(&format!("eps {eps} shard {}/{}", shard.index, shard.count));
+        let c = attack::robust_eval_batches(
+            model,
+            test,
+            kind,
+            &config,
+            args.batch_size,
+            seed,
+            range.clone(),
+            device,
+            |d, t| progress.update(d, t),
+        )?;
+        counts.push((eps, c));
+        configs.push(config);
+    }
+    let part = Part {
+        identity: json!({
+            "weights_sha256": sha,
+            "dataset": args.data.dataset,
+            "classes": args.data.classes,
+            "examples": test.len(),
+            "attack": kind,
+            "configs": configs,
+            "batch_size": args.batch_size,
+            "seed": seed,
+            "shards": shard.count,
+        }),
+        shard,
+        counts,
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(format!(
+        "eval-shard-{}-of-{}.json",
+        shard.index, shard.count
+    ));
+    train::checkpoint::write_json_atomic(&path, &part)?;
+    if args.json {
+        return print_json(&json!({ "part": path, "shard": shard, "counts": part.counts }));
+    }
+    outln!(
+        "shard {}/{}: {} examples attacked; part written to {}",
+        shard.index,
+        shard.count,
+        part.counts.first().map_or(0, |c| c.1.examples),
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn merge(args: MergeEvalArgs) -> Result<()> {
+    let parts: Vec<Part> = args
+        .parts
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a part written by `eval --shard`", p.display()))
+        })
+        .collect::<Result<_>>()?;
+    let first = &parts[0];
+    let count = first.shard.count;
+    let mut seen = vec![None; count];
+    for (path, part) in args.parts.iter().zip(&parts) {
+        if part.identity != first.identity {
+            bail!(
+                "{} comes from another evaluation than {} (checkpoint, data, attack or shard count differ)",
+                path.display(),
+                args.parts[0].display()
+            );
+        }
+        if let Some(prev) = seen[part.shard.index].replace(path) {
+            bail!(
+                "shard {}/{count} given twice: {} and {}",
+                part.shard.index,
+                prev.display(),
+                path.display()
+            );
+        }
+    }
+    let missing: Vec<String> = (0..count)
+        .filter(|&k| seen[k].is_none())
+        .map(|k| k.to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!("shards {} of {count} are missing", missing.join(", "));
+    }
+    let mut total: Vec<(f64, RobustCounts)> = first
+        .counts
+        .iter()
+        .map(|(eps, _)| (*eps, RobustCounts::default()))
+        .collect();
+    for part in &parts {
+        for ((_, t), (_, c)) in total.iter_mut().zip(&part.counts) {
+            t.add(c);
+        }
+    }
+    let curve: Vec<serde_json::Value> = total
+        .iter()
+        .map(|(eps, c)| {
+            let mut v = serde_json::to_value(c.report()).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("eps".into(), json!(eps));
+            }
+            v
+        })
+        .collect();
+    if args.json {
+        let (_, c) = &total[0];
+        let r = c.report();
+        return print_json(&json!({
+            "clean_accuracy": r.clean_accuracy,
+            "robust_accuracy": r.robust_accuracy,
+            "attack_success_rate": r.attack_success_rate,
+            "max_perturbation_norm": r.max_perturbation_norm,
+            "examples": r.examples,
+            "shards": count,
+            "curve": curve,
+        }));
+    }
+    for (eps, c) in &total {
+        let r = c.report();
+        outln!(
+            "eps {eps}: robust accuracy {:.2}% (clean {:.2}%) on {} examples from {count} shards",
+            100.0 * r.robust_accuracy,
+            100.0 * r.clean_accuracy,
+            r.examples
+        );
+    }
     Ok(())
 }

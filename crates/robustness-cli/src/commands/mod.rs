@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attack(args) => attack::run(args, &device),
         Command::Construct(args) => construct::run(args, &device),
         Command::Merge(args) => construct::merge(args),
+        Command::MergeEval(args) => eval::merge(args),
         Command::Reproduce(args) => reproduce::run(args, &device),
         Command::Transfer(args) => transfer::run(args, &device),
     }

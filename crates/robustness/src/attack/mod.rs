@@ -334,6 +334,53 @@ pub struct RobustReport {
     pub examples: usize,
 }
 
+/// Raw counts of a robust evaluation; the counts of disjoint shards add up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RobustCounts {
+    /// Examples attacked.
+    pub examples: usize,
+    /// Correct on the clean input.
+    pub clean: usize,
+    /// Correct on the adversarial input.
+    pub robust: usize,
+    /// Correct when clean, wrong after the attack.
+    pub flipped: usize,
+    /// Sum of the perturbation norms.
+    pub norm_sum: f64,
+    /// Largest perturbation norm.
+    pub norm_max: f64,
+}
+
+impl RobustCounts {
+    /// Adds another shard's counts.
+    pub fn add(&mut self, other: &RobustCounts) {
+        self.examples += other.examples;
+        self.clean += other.clean;
+        self.robust += other.robust;
+        self.flipped += other.flipped;
+        self.norm_sum += other.norm_sum;
+        self.norm_max = self.norm_max.max(other.norm_max);
+    }
+
+    /// Fractions.
+    pub fn report(&self) -> RobustReport {
+        let frac = |k: usize, of: usize| if of == 0 { 0.0 } else { k as f64 / of as f64 };
+        let n = self.examples;
+        RobustReport {
+            clean_accuracy: frac(self.clean, n),
+            robust_accuracy: frac(self.robust, n),
+            attack_success_rate: frac(self.flipped, self.clean),
+            mean_perturbation_norm: if n == 0 {
+                0.0
+            } else {
+                self.norm_sum / n as f64
+            },
+            max_perturbation_norm: self.norm_max,
+            examples: n,
+        }
+    }
+}
+
 /// Attacks every example of `data` (untargeted, true labels) and reports clean and robust
 /// accuracy. The random stream of batch i derives from (seed, i), so results do not depend on
 /// how batches are scheduled.
@@ -346,17 +393,52 @@ pub fn robust_eval(
     batch_size: usize,
     seed: u64,
     device: &Device,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<RobustReport> {
+    let all = 0..data.len().div_ceil(batch_size.max(1));
+    let counts = robust_eval_batches(
+        model, data, kind, config, batch_size, seed, all, device, progress,
+    )?;
+    Ok(counts.report())
+}
+
+/// The batches `[K * B / N, (K + 1) * B / N)` of shard K of N, for `B` batches.
+pub fn shard_batches(batches: usize, index: usize, count: usize) -> std::ops::Range<usize> {
+    (index * batches / count.max(1))..((index + 1) * batches / count.max(1))
+}
+
+/// [`robust_eval`] restricted to the given batches (of `batch_size` examples, numbered from the
+/// start of `data`), as raw counts; each batch's random stream is the same as in the whole run,
+/// so shards add up to the unsharded counts.
+#[allow(clippy::too_many_arguments)]
+pub fn robust_eval_batches(
+    model: &Classifier,
+    data: &Dataset,
+    kind: AttackKind,
+    config: &AttackConfig,
+    batch_size: usize,
+    seed: u64,
+    batches: std::ops::Range<usize>,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<RobustCounts> {
     let device = device.clone().without_autodiff();
     let model = model.valid();
     let threat = threat_model(config.constraint, config.eps, config.l1_sparsity);
     let (c, h, w) = (data.channels, data.height, data.width);
     let per = data.image_len();
     let n = data.len();
-    let (mut clean, mut robust, mut flipped, mut norm_sum, mut norm_max) = (0, 0, 0, 0.0, 0f64);
     let batch_size = batch_size.max(1);
-    for (i, start) in (0..n).step_by(batch_size).enumerate() {
+    let mut counts = RobustCounts::default();
+    let total = batches
+        .clone()
+        .map(|i| (n.min((i + 1) * batch_size)).saturating_sub(i * batch_size))
+        .sum();
+    for i in batches {
+        let start = i * batch_size;
+        if start >= n {
+            break;
+        }
         let end = (start + batch_size).min(n);
         let x0 = tensors::images(
             data.images[start * per..end * per].to_vec(),
@@ -371,25 +453,18 @@ pub fn robust_eval(
         let clean_pred = tensors::argmax_rows(model.forward(x0.clone()));
         let adv_pred = tensors::argmax_rows(model.forward(out.adv.clone()));
         for ((&p, &q), &l) in clean_pred.iter().zip(&adv_pred).zip(labels) {
-            clean += usize::from(p == l);
-            robust += usize::from(q == l);
-            flipped += usize::from(p == l && q != l);
+            counts.clean += usize::from(p == l);
+            counts.robust += usize::from(q == l);
+            counts.flipped += usize::from(p == l && q != l);
         }
         for v in tensors::to_vec(threat.norm(out.adv - x0)) {
-            norm_sum += v as f64;
-            norm_max = norm_max.max(v as f64);
+            counts.norm_sum += v as f64;
+            counts.norm_max = counts.norm_max.max(v as f64);
         }
-        progress(end, n);
+        counts.examples += end - start;
+        progress(counts.examples, total);
     }
-    let frac = |k: usize, of: usize| if of == 0 { 0.0 } else { k as f64 / of as f64 };
-    Ok(RobustReport {
-        clean_accuracy: frac(clean, n),
-        robust_accuracy: frac(robust, n),
-        attack_success_rate: frac(flipped, clean),
-        mean_perturbation_norm: if n == 0 { 0.0 } else { norm_sum / n as f64 },
-        max_perturbation_norm: norm_max,
-        examples: n,
-    })
+    Ok(counts)
 }
 
 #[cfg(test)]
