@@ -5,7 +5,7 @@
 //! projection; its loop differs from PGD's (momentum, step-size schedule), so it is its own.
 
 use super::loss::{AttackLoss, LossKind};
-use super::threat::{Constraint, threat_model};
+use super::threat::{Constraint, threat_model_in};
 use super::{AttackConfig, AttackOutput, loss_and_grad};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
@@ -67,7 +67,12 @@ pub fn apgd(
         ));
     }
     let model = model.valid();
-    let threat = threat_model(config.constraint, config.eps, config.l1_sparsity);
+    let threat = threat_model_in(
+        config.constraint,
+        config.eps,
+        config.l1_sparsity,
+        model.takes_images(),
+    );
     let loss: &dyn AttackLoss = &loss_kind;
     let sign = if config.targeted { -1.0 } else { 1.0 };
     let device = x0.device();

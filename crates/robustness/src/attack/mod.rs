@@ -22,7 +22,7 @@ use loss::{AttackLoss, LossKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use threat::{Constraint, ThreatModel, threat_model};
+use threat::{Constraint, ThreatModel, threat_model, threat_model_in};
 
 /// Which attack algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +213,12 @@ pub fn pgd(
 ) -> Result<AttackOutput> {
     config.validate()?;
     let model = model.valid();
-    let threat = threat_model(config.constraint, config.eps, config.l1_sparsity);
+    let threat = threat_model_in(
+        config.constraint,
+        config.eps,
+        config.l1_sparsity,
+        model.takes_images(),
+    );
     let sign = if config.targeted { -1.0 } else { 1.0 };
     let mut overall: Option<(Tensor<4>, Tensor<1>)> = None;
     for run in 0..config.restarts.max(1) {

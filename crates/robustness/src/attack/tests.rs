@@ -375,3 +375,43 @@ fn apgd_stays_in_the_ball_and_is_at_least_as_strong_as_its_start() {
         }
     }
 }
+
+#[test]
+fn attacks_on_non_image_inputs_are_not_clamped_to_the_image_box() {
+    // Regression: the synthetic feature vectors live far outside [0, 1]; clamping them there
+    // (as for images) would destroy the data before the attack even starts.
+    let spec = ModelSpec {
+        arch: Arch::Linear,
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 2,
+        mean: vec![0.0],
+        std: vec![1.0],
+        images: false,
+    };
+    let dev = device();
+    dev.seed(4);
+    let model = Classifier::new(&spec, &dev);
+    assert!(!model.takes_images());
+    let x0 = uniform(-3.0, 3.0, 9);
+    let y = tensors::labels(&[0, 1, 0, 1, 0], &dev);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for constraint in [Constraint::L2, Constraint::Linf] {
+        let config = AttackConfig {
+            constraint,
+            eps: 0.5,
+            steps: 5,
+            random_start: true,
+            ..AttackConfig::default()
+        };
+        let out = pgd(&model, &x0, &y, &config, &config.loss, &mut rng).expect("pgd");
+        assert!(!in_unit_box(&out.adv), "outputs stayed in [0, 1]");
+        let threat = threat_model(constraint, 0.5, 0.01);
+        let norms = tensors::to_vec(threat.norm(out.adv - x0.clone()));
+        assert!(
+            norms.iter().all(|&n| n <= 0.5 + 1e-5 && n > 0.1),
+            "{norms:?}"
+        );
+    }
+}

@@ -60,24 +60,41 @@ pub trait ThreatModel: Send + Sync {
     fn random_start(&self, x0: &Tensor<4>, rng: &mut ChaCha8Rng) -> Tensor<4>;
     /// grad: [B, C, H, W] -> the direction of a step of size 1 (the update is x + a * direction).
     fn step(&self, grad: Tensor<4>) -> Tensor<4>;
-    /// Projects x onto the ball around x0 and clamps to [0, 1].
+    /// Projects x onto the ball around x0 and clamps to [0, 1] (images).
     fn project(&self, x: Tensor<4>, x0: &Tensor<4>) -> Tensor<4>;
     /// delta: [B, C, H, W] -> per-example norm [B] in this threat model's norm.
     fn norm(&self, delta: Tensor<4>) -> Tensor<1>;
 }
 
-/// Builds the threat model for a constraint. `l1_sparsity` is the fraction of coordinates an L1
-/// step moves (ignored by the others).
+/// Builds the threat model for a constraint on images (outputs clamped to [0, 1]).
+/// `l1_sparsity` is the fraction of coordinates an L1 step moves (ignored by the others).
 pub fn threat_model(constraint: Constraint, eps: f64, l1_sparsity: f64) -> Box<dyn ThreatModel> {
+    threat_model_in(constraint, eps, l1_sparsity, true)
+}
+
+/// [`threat_model`], with the [0, 1] box only when `bounded` (inputs that are not images, such
+/// as the synthetic feature vectors, are not clamped).
+pub fn threat_model_in(
+    constraint: Constraint,
+    eps: f64,
+    l1_sparsity: f64,
+    bounded: bool,
+) -> Box<dyn ThreatModel> {
     match constraint {
-        Constraint::Linf => Box::new(LinfBall { eps }),
-        Constraint::L2 => Box::new(L2Ball { eps }),
+        Constraint::Linf => Box::new(LinfBall { eps, bounded }),
+        Constraint::L2 => Box::new(L2Ball { eps, bounded }),
         Constraint::L1 => Box::new(L1Ball {
             eps,
             sparsity: l1_sparsity,
+            bounded,
         }),
-        Constraint::Unconstrained => Box::new(Unconstrained { eps }),
+        Constraint::Unconstrained => Box::new(Unconstrained { eps, bounded }),
     }
+}
+
+/// Clamps to the image box [0, 1] when `bounded`.
+fn in_box(x: Tensor<4>, bounded: bool) -> Tensor<4> {
+    if bounded { x.clamp(0.0, 1.0) } else { x }
 }
 
 fn host_tensor(values: Vec<f32>, like: &Tensor<4>) -> Tensor<4> {
@@ -111,6 +128,8 @@ fn flat_norm(x: Tensor<4>, p: f64) -> Tensor<1> {
 
 /// The L-infinity ball.
 pub struct LinfBall {
+    /// Clamp to the [0, 1] image box (false for non-image inputs such as the synthetic model).
+    pub bounded: bool,
     /// Radius.
     pub eps: f64,
 }
@@ -124,14 +143,14 @@ impl ThreatModel for LinfBall {
         let noise: Vec<f32> = (0..numel(x0))
             .map(|_| (2.0 * (rng.random::<f64>() - 0.5) * self.eps) as f32)
             .collect();
-        (x0.clone() + host_tensor(noise, x0)).clamp(0.0, 1.0)
+        in_box(x0.clone() + host_tensor(noise, x0), self.bounded)
     }
     fn step(&self, grad: Tensor<4>) -> Tensor<4> {
         grad.sign()
     }
     fn project(&self, x: Tensor<4>, x0: &Tensor<4>) -> Tensor<4> {
         let diff = (x - x0.clone()).clamp(-self.eps, self.eps);
-        (x0.clone() + diff).clamp(0.0, 1.0)
+        in_box(x0.clone() + diff, self.bounded)
     }
     fn norm(&self, delta: Tensor<4>) -> Tensor<1> {
         flat_norm(delta, f64::INFINITY)
@@ -140,6 +159,8 @@ impl ThreatModel for LinfBall {
 
 /// The L2 ball.
 pub struct L2Ball {
+    /// Clamp to the [0, 1] image box (false for non-image inputs such as the synthetic model).
+    pub bounded: bool,
     /// Radius.
     pub eps: f64,
 }
@@ -162,11 +183,11 @@ fn unit_l2(grad: Tensor<4>) -> Tensor<4> {
     grad / norms.add_scalar(1e-10)
 }
 
-fn l2_sphere_start(x0: &Tensor<4>, eps: f64, rng: &mut ChaCha8Rng) -> Tensor<4> {
+fn l2_sphere_start(x0: &Tensor<4>, eps: f64, bounded: bool, rng: &mut ChaCha8Rng) -> Tensor<4> {
     // [R] L2Step.random_perturb (2020): x + eps * r / (||r|| + 1e-10), r ~ N(0, I), clamped.
     let noise: Vec<f32> = (0..numel(x0)).map(|_| StandardNormal.sample(rng)).collect();
     let r = host_tensor(noise, x0);
-    (x0.clone() + unit_l2(r).mul_scalar(eps)).clamp(0.0, 1.0)
+    in_box(x0.clone() + unit_l2(r).mul_scalar(eps), bounded)
 }
 
 impl ThreatModel for L2Ball {
@@ -174,13 +195,13 @@ impl ThreatModel for L2Ball {
         "2"
     }
     fn random_start(&self, x0: &Tensor<4>, rng: &mut ChaCha8Rng) -> Tensor<4> {
-        l2_sphere_start(x0, self.eps, rng)
+        l2_sphere_start(x0, self.eps, self.bounded, rng)
     }
     fn step(&self, grad: Tensor<4>) -> Tensor<4> {
         unit_l2(grad)
     }
     fn project(&self, x: Tensor<4>, x0: &Tensor<4>) -> Tensor<4> {
-        (x0.clone() + renorm(x - x0.clone(), self.eps)).clamp(0.0, 1.0)
+        in_box(x0.clone() + renorm(x - x0.clone(), self.eps), self.bounded)
     }
     fn norm(&self, delta: Tensor<4>) -> Tensor<1> {
         flat_norm(delta, 2.0)
@@ -191,6 +212,8 @@ impl ThreatModel for L2Ball {
 /// paper's optimiser for representation inversion, Sec. 3.1 / C.4). `eps` is only the radius of
 /// the random start.
 pub struct Unconstrained {
+    /// Clamp to the [0, 1] image box (false for non-image inputs such as the synthetic model).
+    pub bounded: bool,
     /// Random-start radius.
     pub eps: f64,
 }
@@ -200,13 +223,13 @@ impl ThreatModel for Unconstrained {
         "unconstrained"
     }
     fn random_start(&self, x0: &Tensor<4>, rng: &mut ChaCha8Rng) -> Tensor<4> {
-        l2_sphere_start(x0, self.eps, rng)
+        l2_sphere_start(x0, self.eps, self.bounded, rng)
     }
     fn step(&self, grad: Tensor<4>) -> Tensor<4> {
         unit_l2(grad)
     }
     fn project(&self, x: Tensor<4>, _x0: &Tensor<4>) -> Tensor<4> {
-        x.clamp(0.0, 1.0)
+        in_box(x, self.bounded)
     }
     fn norm(&self, delta: Tensor<4>) -> Tensor<1> {
         flat_norm(delta, 2.0)
@@ -217,6 +240,8 @@ impl ThreatModel for Unconstrained {
 /// `sparsity` fraction of coordinates with the largest |g|, by sign(g), the step normalised to
 /// unit L1 norm; and the exact Euclidean projection onto the L1 ball (Duchi et al. 2008).
 pub struct L1Ball {
+    /// Clamp to the [0, 1] image box (false for non-image inputs such as the synthetic model).
+    pub bounded: bool,
     /// Radius.
     pub eps: f64,
     /// Fraction of coordinates a step moves (at least one).
@@ -271,7 +296,7 @@ impl ThreatModel for L1Ball {
             let radius = self.eps * rng.random::<f64>().powf(1.0 / d as f64);
             noise.extend(e.iter().map(|v| (v / l1 * radius) as f32));
         }
-        (x0.clone() + host_tensor(noise, x0)).clamp(0.0, 1.0)
+        in_box(x0.clone() + host_tensor(noise, x0), self.bounded)
     }
     fn step(&self, grad: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = grad.dims();
@@ -294,7 +319,7 @@ impl ThreatModel for L1Ball {
         for row in diff.chunks_mut(c * h * w) {
             project_l1(row, self.eps);
         }
-        (x0.clone() + host_tensor(diff, x0)).clamp(0.0, 1.0)
+        in_box(x0.clone() + host_tensor(diff, x0), self.bounded)
     }
     fn norm(&self, delta: Tensor<4>) -> Tensor<1> {
         flat_norm(delta, 1.0)

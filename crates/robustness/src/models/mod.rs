@@ -148,6 +148,12 @@ impl Classifier {
         }
     }
 
+    /// Whether inputs are images in [0, 1] (attacks then stay in that box); false for the
+    /// synthetic feature vectors.
+    pub fn takes_images(&self) -> bool {
+        self.normalize.clamps()
+    }
+
     /// x: [batch, C, H, W] in [0, 1] -> representation [batch, features].
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.normalize.forward(x);

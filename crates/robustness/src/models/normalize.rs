@@ -25,6 +25,11 @@ impl Normalize {
         Self { mean, std, clamp }
     }
 
+    /// Whether inputs are clamped to [0, 1] (image models).
+    pub fn clamps(&self) -> bool {
+        self.clamp
+    }
+
     /// Per-channel means.
     pub fn mean(&self) -> &[f32] {
         &self.mean
