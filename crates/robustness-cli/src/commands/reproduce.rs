@@ -14,7 +14,7 @@ use robustness::attack::{self, AttackConfig, AttackKind};
 use robustness::construct::{
     self, ConstructConfig, ConstructKind, ConstructMeta, ConstructedRef, ModelRef, Source, store,
 };
-use robustness::data::{self, Dataset, DatasetKind, Split};
+use robustness::data::{self, Dataset, DatasetKind, Split, SyntheticConfig};
 use robustness::models::Arch;
 use robustness::report::{self, Tile};
 use robustness::train::schedule::Schedule;
@@ -32,8 +32,12 @@ struct Plan {
     standard: TrainConfig,
     /// The adversarially trained model D_R is built from.
     robust: TrainConfig,
-    /// L2 radii of the robust-accuracy evaluation (D_R / D_NR experiment).
+    /// Radii of the robust-accuracy evaluation (D_R / D_NR experiment).
     eval_eps: Vec<f64>,
+    /// Its threat model.
+    eval_constraint: Constraint,
+    /// The synthetic feature model: report each set's robust / non-robust feature signal.
+    toy: bool,
     /// Test images attacked for robust accuracy.
     eval_limit: usize,
     /// The paper's robust accuracy (at the first radius) per train set name.
@@ -45,7 +49,7 @@ struct Plan {
     note: &'static str,
 }
 
-const EXPERIMENTS: &str = "digits, catdog, cifar10";
+const EXPERIMENTS: &str = "toy, digits, catdog, cifar10";
 
 /// Adversarial training with L2 PGD (or FGSM from a random start) at `eps`.
 fn adversarial(base: &TrainConfig, eps: f64, fast: bool) -> TrainConfig {
@@ -84,6 +88,61 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
         c
     };
     Ok(match experiment {
+        "toy" => {
+            let kind = DatasetKind::Synthetic;
+            let epochs = if quick { 10 } else { 20 };
+            let standard = TrainConfig {
+                epochs,
+                ..defaults::for_dataset(kind)
+            };
+            // Just above eta (0.67 here): enough to flip the sign of every non-robust feature's
+            // mean, far from 1, where the robust feature x_1 = +-1 itself would flip.
+            // (Tsipras et al.'s 2 eta = 1.34 exceeds 1 with the default d = 20; at 0.9
+            // adversarial training of the MLP collapsed to chance, at 0.7 it reaches p = 95%.)
+            let eta = SyntheticConfig::default().eta;
+            let eps = 1.05 * eta;
+            let robust = TrainConfig {
+                adversarial: Some(Adversarial {
+                    attack: defaults::adversarial(kind, Constraint::Linf, Some(eps)),
+                    method: AdvMethod::Pgd,
+                    eval: false,
+                    eval_limit: 0,
+                }),
+                ..standard.clone()
+            };
+            Plan {
+                dataset: kind,
+                classes: None,
+                standard,
+                robust,
+                eval_eps: vec![eps],
+                eval_constraint: Constraint::Linf,
+                toy: true,
+                eval_limit: 2000,
+                paper_robust: vec![],
+                construct: sets
+                    .iter()
+                    .map(|&k| {
+                        let mut c = defaults::construction(kind, k);
+                        if k.relabels() {
+                            c.attack.constraint = Constraint::Linf;
+                            c.attack.eps = eps;
+                            c.attack.step_size = Some(eps / 8.0);
+                            c.attack.steps = 20;
+                        } else {
+                            c.attack.steps = if quick { 100 } else { 300 };
+                        }
+                        c
+                    })
+                    .collect(),
+                retrain: sets
+                    .iter()
+                    .map(|&k| retrain_for(kind, k, Arch::Mlp, epochs))
+                    .collect(),
+                paper: vec![],
+                note: "The feature model of Tsipras et al. (2019): one robust feature x_1 = y with probability 0.95 and 20 non-robust features N(0.67 y, 1); MLP; D_det / D_rand and the robust model at L-inf eps 1.05 eta = 0.70, which flips the sign of every non-robust feature's mean but not x_1. `signal` columns: E[y x_1] and E[y mean(x_2..x_21)] of each training set, y in {-1, +1} its labels.",
+            }
+        }
         "digits" => {
             let kind = DatasetKind::Digits;
             let epochs = if quick { 10 } else { 30 };
@@ -97,6 +156,8 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 // Ours: L2 eps 1 on the 8x8 digits (PGD, 7 steps of eps/4 from a random start).
                 robust: adversarial(&standard, 1.0, false),
                 eval_eps: vec![1.0],
+                eval_constraint: Constraint::L2,
+                toy: false,
                 eval_limit: 360,
                 paper_robust: vec![],
                 standard,
@@ -137,6 +198,8 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 // adversarial training affordable on 2 cores (PGD-7 costs 4x more).
                 robust: adversarial(&standard, 0.5, true),
                 eval_eps: vec![0.25, 0.5],
+                eval_constraint: Constraint::L2,
+                toy: false,
                 eval_limit: if quick { 200 } else { 1000 },
                 paper_robust: vec![],
                 standard,
@@ -180,6 +243,8 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 // [P] C.3: L2 eps 0.5, PGD 7 steps of eps/5 (FGSM-RS at quick scale).
                 robust: adversarial(&standard, 0.5, quick),
                 eval_eps: vec![0.25, 0.5],
+                eval_constraint: Constraint::L2,
+                toy: false,
                 eval_limit: if quick { 1000 } else { 10000 },
                 // [P] Fig. 2b / Table 7 (eps 0.25): std on D 4.49, adv on D 82.48, std on D_R
                 // 48.27, std on D_NR 0.82.
@@ -240,6 +305,8 @@ struct Row {
     /// The paper's robust accuracy at the first radius.
     paper_robust: Option<f64>,
     robust_examples: usize,
+    /// Synthetic model: (E[y x_1], E[y mean of the non-robust features]) of the training set.
+    feature_signal: Option<(f64, f64)>,
     train_examples: usize,
     epochs: usize,
     /// Wall seconds spent on this row's stages in this invocation (0 when reused).
@@ -287,7 +354,7 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
             .iter()
             .map(|&eps| {
                 let config = AttackConfig {
-                    constraint: Constraint::L2,
+                    constraint: plan.eval_constraint,
                     eps,
                     steps: 20,
                     ..AttackConfig::default()
@@ -340,6 +407,7 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
         robust_accuracy: robust_of(&source_ckpt)?,
         paper_robust: paper_robust("D"),
         robust_examples: eval_set.len(),
+        feature_signal: plan.toy.then(|| feature_signal(&split.train)),
         train_examples: split.train.len(),
         epochs: standard_epochs,
         seconds: stage.elapsed().as_secs_f64(),
@@ -383,6 +451,7 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
             robust_accuracy: robust_of(&ckpt)?,
             paper_robust: paper_robust(name),
             robust_examples: eval_set.len(),
+            feature_signal: None,
             train_examples: split.train.len(),
             epochs,
             seconds: stage.elapsed().as_secs_f64(),
@@ -458,6 +527,7 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
             robust_accuracy: robust_of(&run_dir.join("latest"))?,
             paper_robust: paper_robust(name),
             robust_examples: eval_set.len(),
+            feature_signal: plan.toy.then(|| feature_signal(&set)),
             train_examples: set.len(),
             epochs: s.epochs,
             seconds: stage.elapsed().as_secs_f64(),
@@ -496,6 +566,20 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
     Ok(())
 }
 
+/// (E[y x_1], E[y mean(x_2..)]) over a synthetic-model data set, y = +1 for class 1, -1 for 0.
+fn feature_signal(data: &Dataset) -> (f64, f64) {
+    let d = data.image_len();
+    let n = data.len().max(1) as f64;
+    let (mut robust, mut weak) = (0.0, 0.0);
+    for i in 0..data.len() {
+        let y = if data.labels[i] == 1 { 1.0 } else { -1.0 };
+        let x = data.image(i);
+        robust += y * f64::from(x[0]);
+        weak += y * x[1..].iter().map(|&v| f64::from(v)).sum::<f64>() / (d - 1).max(1) as f64;
+    }
+    (robust / n, weak / n)
+}
+
 fn load(plan: &Plan, data_dir: Option<&Path>, seed: u64) -> Result<Split> {
     let dir = data::resolve_data_dir(data_dir);
     if plan.dataset.needs_data_dir() && dir.is_none() {
@@ -531,7 +615,8 @@ fn build(
 ) -> Result<ConstructMeta> {
     let ckpt_dir = checkpoint::resolve(ckpt)?;
     let (model, saved) = checkpoint::load_for_data(ckpt, train_set, device)?;
-    let source = Source::of(train_set, dataset, classes, saved.seed, None);
+    let synthetic = (dataset == DatasetKind::Synthetic).then(SyntheticConfig::default);
+    let source = Source::of(train_set, dataset, classes, saved.seed, synthetic);
     let model_ref = ModelRef {
         path: ckpt.display().to_string(),
         sha256: construct::sha256_file(&ckpt_dir.join(checkpoint::WEIGHTS_FILE))?,
@@ -583,8 +668,15 @@ fn write_report(
                         .unwrap_or_else(|| "-".into()),
                 );
             }
-            if !radii.is_empty() {
+            if !radii.is_empty() && rows.iter().any(|r| r.paper_robust.is_some()) {
                 row.push(r.paper_robust.map(pct).unwrap_or_else(|| "-".into()));
+            }
+            if let Some((a, b)) = r.feature_signal {
+                row.push(format!("{a:.3}"));
+                row.push(format!("{b:.3}"));
+            } else if rows.iter().any(|r| r.feature_signal.is_some()) {
+                row.push("-".into());
+                row.push("-".into());
             }
             row.push(r.attack_success.map(pct).unwrap_or_else(|| "-".into()));
             row.push(
@@ -607,10 +699,22 @@ fn write_report(
     .map(|s| s.to_string())
     .collect();
     for eps in &radii {
-        header.push(format!("robust accuracy, L2 eps {eps}"));
+        header.push(format!(
+            "robust accuracy, {} eps {eps:.3}",
+            if plan.eval_constraint == Constraint::Linf {
+                "L-inf"
+            } else {
+                "L2"
+            }
+        ));
     }
-    if let Some(eps) = radii.first() {
+    let any_paper_robust = rows.iter().any(|r| r.paper_robust.is_some());
+    if let (Some(eps), true) = (radii.first(), any_paper_robust) {
         header.push(format!("paper, eps {eps}"));
+    }
+    if rows.iter().any(|r| r.feature_signal.is_some()) {
+        header.push("signal E[y x_1] (robust)".into());
+        header.push("signal E[y mean x_2..] (non-robust)".into());
     }
     header.push("attack success / model agrees".into());
     header.push("accuracy on test relabelled y+1".into());
@@ -700,15 +804,17 @@ fn write_report(
                 .collect(),
         ));
     }
-    let scale = (96 / original.height.max(1)).max(1);
-    report::image_grid(
-        &out.join("examples.png"),
-        &grid,
-        original.channels,
-        original.height,
-        original.width,
-        scale,
-    )?;
+    if original.height > 1 {
+        let scale = (96 / original.height.max(1)).max(1);
+        report::image_grid(
+            &out.join("examples.png"),
+            &grid,
+            original.channels,
+            original.height,
+            original.width,
+            scale,
+        )?;
+    }
     let mut command = format!(
         "robustness reproduce {experiment} --scale {}",
         args.scale.as_str()
@@ -731,7 +837,12 @@ fn write_report(
             String::new()
         } else {
             format!(
-                " Robust accuracy: L2 PGD, 20 steps of 2.5 eps / 20, no random start, best iterate, on the first {} test images.",
+                " Robust accuracy: {} PGD, 20 steps of 2.5 eps / 20, no random start, best iterate, on the first {} test images.",
+                if plan.eval_constraint == Constraint::Linf {
+                    "L-inf"
+                } else {
+                    "L2"
+                },
                 rows[0].robust_examples
             )
         },
