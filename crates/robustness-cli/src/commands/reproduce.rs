@@ -87,6 +87,21 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
         }
         c
     };
+    // The constructed sets, with `relabel_steps` attack steps for D_det / D_rand and 100
+    // inversion steps for D_R / D_NR at quick scale (the paper's 100 / 1000 at full scale).
+    let constructs = |source, relabel_steps: usize| -> Vec<ConstructConfig> {
+        sets.iter()
+            .map(|&k| {
+                let steps = if k.relabels() { relabel_steps } else { 100 };
+                construct_for(source, k, quick.then_some(steps))
+            })
+            .collect()
+    };
+    let retrains = |source, arch, epochs| -> Vec<TrainConfig> {
+        sets.iter()
+            .map(|&k| retrain_for(source, k, arch, epochs))
+            .collect()
+    };
     Ok(match experiment {
         "toy" => {
             let kind = DatasetKind::Synthetic;
@@ -135,10 +150,7 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                         c
                     })
                     .collect(),
-                retrain: sets
-                    .iter()
-                    .map(|&k| retrain_for(kind, k, Arch::Mlp, epochs))
-                    .collect(),
+                retrain: retrains(kind, Arch::Mlp, epochs),
                 paper: vec![],
                 note: "The feature model of Tsipras et al. (2019): one robust feature x_1 = y with probability 0.95 and 20 non-robust features N(0.67 y, 1); MLP; D_det / D_rand and the robust model at L-inf eps 1.05 eta = 0.70, which flips the sign of every non-robust feature's mean but not x_1. `signal` columns: E[y x_1] and E[y mean(x_2..x_21)] of each training set, y in {-1, +1} its labels.",
             }
@@ -161,20 +173,8 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 eval_limit: 360,
                 paper_robust: vec![],
                 standard,
-                construct: sets
-                    .iter()
-                    .map(|&k| {
-                        construct_for(
-                            kind,
-                            k,
-                            quick.then_some(if k.relabels() { 30 } else { 100 }),
-                        )
-                    })
-                    .collect(),
-                retrain: sets
-                    .iter()
-                    .map(|&k| retrain_for(kind, k, Arch::Cnn, epochs))
-                    .collect(),
+                construct: constructs(kind, 30),
+                retrain: retrains(kind, Arch::Cnn, epochs),
                 paper: vec![],
                 note: "Embedded UCI digits (8x8), small CNN; D_det/D_rand with L2 eps 3 (eps 0.5 barely moves 8x8 images).",
             }
@@ -203,20 +203,8 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 eval_limit: if quick { 200 } else { 1000 },
                 paper_robust: vec![],
                 standard,
-                construct: sets
-                    .iter()
-                    .map(|&k| {
-                        construct_for(
-                            kind,
-                            k,
-                            quick.then_some(if k.relabels() { 20 } else { 100 }),
-                        )
-                    })
-                    .collect(),
-                retrain: sets
-                    .iter()
-                    .map(|&k| retrain_for(kind, k, Arch::Cnn, epochs))
-                    .collect(),
+                construct: constructs(kind, 20),
+                retrain: retrains(kind, Arch::Cnn, epochs),
                 // The talk: 78% on cats vs dogs (with two classes D_det flips every label).
                 paper: vec![("D_det", 0.78)],
                 note: "CIFAR-10 cats vs dogs, small CNN (the talk's experiment; its model is not stated).",
@@ -255,20 +243,8 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                     ("D_NR", 0.0082),
                 ],
                 standard,
-                construct: sets
-                    .iter()
-                    .map(|&k| {
-                        construct_for(
-                            kind,
-                            k,
-                            quick.then_some(if k.relabels() { 20 } else { 100 }),
-                        )
-                    })
-                    .collect(),
-                retrain: sets
-                    .iter()
-                    .map(|&k| retrain_for(kind, k, arch, epochs))
-                    .collect(),
+                construct: constructs(kind, 20),
+                retrain: retrains(kind, arch, epochs),
                 // [P] Table 1 (ResNet-50): D 95.3%, D_rand 63.3%, D_det 43.7%; Fig. 2b / Table 7:
                 // adv on D 90.83%, std on D_R 84.10%, std on D_NR 87.68%.
                 paper: vec![

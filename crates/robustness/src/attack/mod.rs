@@ -407,6 +407,29 @@ pub fn robust_eval(
     Ok(counts.report())
 }
 
+/// Batch `i` of `data` (the examples from `i * batch_size`, at most `batch_size`) on `device`:
+/// images [b, C, H, W] in [0, 1], their labels, and the batch's random stream, the same in
+/// whichever process, shard or order the batch is attacked.
+pub(crate) fn nth_batch<'a>(
+    data: &'a Dataset,
+    i: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> (Tensor<4>, &'a [usize], ChaCha8Rng) {
+    let (c, h, w) = (data.channels, data.height, data.width);
+    let per = data.image_len();
+    let start = (i * batch_size).min(data.len());
+    let end = (start + batch_size).min(data.len());
+    let x = tensors::images(
+        data.images[start * per..end * per].to_vec(),
+        [end - start, c, h, w],
+        device,
+    );
+    let rng = ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (x, &data.labels[start..end], rng)
+}
+
 /// The batches `[K * B / N, (K + 1) * B / N)` of shard K of N, for `B` batches.
 pub fn shard_batches(batches: usize, index: usize, count: usize) -> std::ops::Range<usize> {
     (index * batches / count.max(1))..((index + 1) * batches / count.max(1))
@@ -430,8 +453,6 @@ pub fn robust_eval_batches(
     let device = device.clone().without_autodiff();
     let model = model.valid();
     let threat = threat_model(config.constraint, config.eps, config.l1_sparsity);
-    let (c, h, w) = (data.channels, data.height, data.width);
-    let per = data.image_len();
     let n = data.len();
     let batch_size = batch_size.max(1);
     let mut counts = RobustCounts::default();
@@ -445,15 +466,8 @@ pub fn robust_eval_batches(
             break;
         }
         let end = (start + batch_size).min(n);
-        let x0 = tensors::images(
-            data.images[start * per..end * per].to_vec(),
-            [end - start, c, h, w],
-            &device,
-        );
-        let labels = &data.labels[start..end];
+        let (x0, labels, mut rng) = nth_batch(data, i, batch_size, seed, &device);
         let y = tensors::labels(labels, &device);
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let out = attack_batch(kind, &model, &x0, &y, config, &mut rng)?;
         let clean_pred = tensors::argmax_rows(model.forward(x0.clone()));
         let adv_pred = tensors::argmax_rows(model.forward(out.adv.clone()));

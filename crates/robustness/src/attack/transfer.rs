@@ -8,8 +8,6 @@ use crate::models::Classifier;
 use crate::tensors;
 use burn::module::Module;
 use burn::prelude::*;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// How adversarial examples of the source fare on one target model.
@@ -78,22 +76,14 @@ pub fn transfer(
     let device = device.clone().without_autodiff();
     let source = source.valid();
     let targets: Vec<Classifier> = targets.iter().map(|t| t.valid()).collect();
-    let (c, h, w) = (data.channels, data.height, data.width);
-    let per = data.image_len();
     let n = data.len();
+    let batch_size = batch_size.max(1);
     let mut own = Counts::default();
     let mut counts = vec![Counts::default(); targets.len()];
-    for (i, start) in (0..n).step_by(batch_size.max(1)).enumerate() {
-        let end = (start + batch_size.max(1)).min(n);
-        let x0 = tensors::images(
-            data.images[start * per..end * per].to_vec(),
-            [end - start, c, h, w],
-            &device,
-        );
-        let labels = &data.labels[start..end];
+    for i in 0..n.div_ceil(batch_size) {
+        let end = ((i + 1) * batch_size).min(n);
+        let (x0, labels, mut rng) = super::nth_batch(data, i, batch_size, seed, &device);
         let y = tensors::labels(labels, &device);
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let adv = attack_batch(kind, &source, &x0, &y, config, &mut rng)?.adv;
         let predict = |m: &Classifier, x: &Tensor<4>| tensors::argmax_rows(m.forward(x.clone()));
         own.add(&predict(&source, &x0), &predict(&source, &adv), labels);
@@ -113,6 +103,8 @@ pub fn transfer(
 mod tests {
     use super::*;
     use crate::models::{Arch, ModelSpec};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     fn model(seed: u64, device: &Device) -> Classifier {
         let spec = ModelSpec {
