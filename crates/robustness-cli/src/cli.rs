@@ -42,6 +42,18 @@ pub enum Command {
     /// Run an experiment of the paper end to end (train, construct, retrain, evaluate) and
     /// write report.md, results.json and figures. Experiments: digits, catdog, cifar10.
     Reproduce(ReproduceArgs),
+    /// Convert a PyTorch checkpoint (the reference library's, or a plain state dict of one of
+    /// our architectures) into a `robustness` checkpoint folder.
+    Import(ImportArgs),
+    /// Write a checkpoint's weights as SafeTensors under PyTorch module names (loadable with
+    /// scripts/interop/robustness_models.py).
+    Export(ExportArgs),
+    /// Write a constructed data set in the authors' released layout (CIFAR_ims / CIFAR_lab,
+    /// torch.save'd lists of tensors) for use from PyTorch.
+    ExportDataset(ExportDatasetArgs),
+    /// Logits of a checkpoint on images from a torch.save'd tensor (or list of tensors)
+    /// [N, C, H, W] in [0, 1]; written as a torch.save'd list holding one [N, classes] tensor.
+    Predict(PredictArgs),
 }
 
 /// Attack settings shared by `eval`, `attack` and `train --adv-train`.
@@ -480,4 +492,80 @@ pub struct TransferArgs {
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The PyTorch file (.pt / .pth written by torch.save; a .safetensors file with our PyTorch
+    /// names is also read with --from pytorch).
+    pub file: PathBuf,
+    /// What the file is: madry (a checkpoint of MadryLab's `robustness`: a dict whose `model`
+    /// entry has `module.model.*` and `module.normalizer.*` keys) or pytorch (a plain state dict
+    /// with the names of scripts/interop/robustness_models.py).
+    #[arg(long = "from", default_value = "madry")]
+    pub from: String,
+    /// Architecture of the weights: linear, mlp, cnn, resnet18, resnet50, vgg11.
+    #[arg(long)]
+    pub arch: String,
+    /// Data set the model is for (input shape, class names, default normalisation): cifar10,
+    /// mnist or digits.
+    #[arg(long, default_value = "cifar10")]
+    pub dataset: String,
+    /// Number of output classes, when not the data set's (e.g. 2 for a cats-vs-dogs model).
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Normalisation mean per channel (comma-separated), when the file carries no normaliser and
+    /// the data set has no fixed one.
+    #[arg(long, value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+    /// Normalisation std per channel (comma-separated); see --mean.
+    #[arg(long, value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+    /// Output checkpoint folder (use it wherever a --checkpoint is asked for).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Checkpoint folder (RUN_DIR/best, RUN_DIR/latest, an imported folder, ...).
+    pub checkpoint: PathBuf,
+    /// Output .safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON object with the tensor names and shapes on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportDatasetArgs {
+    /// A data set folder written by `robustness construct` (or `merge`).
+    pub dataset: PathBuf,
+    /// Output folder; it gets CIFAR_ims and CIFAR_lab. Name it as the authors did
+    /// (d_robust_CIFAR, d_non_robust_CIFAR, drand_CIFAR, ddet_CIFAR) to keep the kind visible.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images per list item.
+    #[arg(long, default_value_t = 1000)]
+    pub chunk: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Checkpoint folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Images: a torch.save'd tensor or list of tensors [N, C, H, W] in [0, 1].
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Output file: a torch.save'd list with one float32 tensor [N, classes] of logits.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
 }

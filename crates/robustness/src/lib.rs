@@ -23,6 +23,7 @@ pub mod defaults;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod interop;
 pub mod models;
 pub mod report;
 pub mod tensors;

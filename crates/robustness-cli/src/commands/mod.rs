@@ -4,6 +4,7 @@ mod attack;
 mod bench;
 mod construct;
 mod eval;
+mod interop;
 mod reproduce;
 mod theory;
 mod train;
@@ -30,6 +31,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::MergeEval(args) => eval::merge(args),
         Command::Reproduce(args) => reproduce::run(args, &device),
         Command::Transfer(args) => transfer::run(args, &device),
+        Command::Import(args) => interop::import(args, &device),
+        Command::Export(args) => interop::export(args, &device),
+        Command::ExportDataset(args) => interop::export_dataset(args),
+        Command::Predict(args) => interop::predict(args, &device),
     }
 }
 

@@ -4,9 +4,11 @@ use crate::cli::{OptimizerArg, ScheduleArg, TrainArgs};
 use crate::commands::{attack_config, constraint_of, load_data, load_source_test, print_json};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
-use robustness::construct::{ConstructedRef, store};
+use robustness::construct::{self, ConstructedRef, Source, store};
 use robustness::data::Split;
+use robustness::data::{DatasetKind, cifar10};
 use robustness::defaults;
+use robustness::interop::released;
 use robustness::train::schedule::Schedule;
 use robustness::train::{self, AdvMethod, Adversarial, OptimizerKind, TrainConfig};
 use serde_json::json;
@@ -73,6 +75,9 @@ fn constructed(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
             "--classes does not apply to a constructed data set (it keeps the classes it was built with)"
         );
     }
+    if released::is_released(dir) && !dir.join(store::META_FILE).exists() {
+        return released_set(dir, args);
+    }
     let (meta, train_set) = store::load(dir)?;
     let test = load_source_test(&meta.source, args.data.data.as_deref())?;
     let mut config = defaults::for_constructed(meta.source.dataset, meta.config.kind);
@@ -81,6 +86,43 @@ fn constructed(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
         path: dir.display().to_string(),
         kind: meta.config.kind,
         config_id: meta.config_id.clone(),
+    });
+    Ok((
+        config,
+        Split {
+            train: train_set,
+            test,
+        },
+    ))
+}
+
+/// One of the authors' released CIFAR-10 sets (`CIFAR_ims` / `CIFAR_lab`), tested on the CIFAR-10
+/// test set; the construction (for Table 3's defaults) is read from the folder's released name.
+fn released_set(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
+    let kind = released::kind_from_name(dir).with_context(|| {
+        format!(
+            "{}: cannot tell the construction from the folder name: keep the released names (d_robust_CIFAR, d_non_robust_CIFAR, drand_CIFAR, ddet_CIFAR) or a name containing robust, non_robust, drand or ddet",
+            dir.display()
+        )
+    })?;
+    let names: Vec<String> = cifar10::CLASS_NAMES.iter().map(|s| s.to_string()).collect();
+    let train_set = released::load(dir, &names)?;
+    let shape = [train_set.channels, train_set.height, train_set.width];
+    if shape != [3, 32, 32] {
+        anyhow::bail!(
+            "{}: released sets are CIFAR-10 (3x32x32 images), these are {shape:?}",
+            dir.display()
+        );
+    }
+    let source = Source::of(&train_set, DatasetKind::Cifar10, None, 0, None);
+    let test = load_source_test(&source, args.data.data.as_deref())?;
+    let mut config = defaults::for_constructed(DatasetKind::Cifar10, kind);
+    config.classes = None;
+    let labels = construct::sha256_file(&dir.join(released::LABELS_FILE))?;
+    config.constructed = Some(ConstructedRef {
+        path: dir.display().to_string(),
+        kind,
+        config_id: format!("released:{labels}"),
     });
     Ok((
         config,

@@ -48,6 +48,33 @@ pub fn predict(
     out
 }
 
+/// Logits of `model` on `images` (`shape` = [N, C, H, W], values in [0, 1]), row-major
+/// `[N, classes]`, computed `batch_size` images at a time.
+pub fn logits(
+    model: &Classifier,
+    images: &[f32],
+    shape: [usize; 4],
+    batch_size: usize,
+    device: &Device,
+) -> Vec<f32> {
+    let model = model.valid();
+    let device = device.clone().without_autodiff();
+    let [n, c, h, w] = shape;
+    let per = c * h * w;
+    let mut out = Vec::new();
+    let batch_size = batch_size.max(1);
+    for start in (0..n).step_by(batch_size) {
+        let end = (start + batch_size).min(n);
+        let x = tensors::images(
+            images[start * per..end * per].to_vec(),
+            [end - start, c, h, w],
+            &device,
+        );
+        out.extend(tensors::to_vec(model.forward(x)));
+    }
+    out
+}
+
 /// Accuracy, per-class accuracy and confusion matrix of `model` on `dataset`.
 pub fn evaluate(
     model: &Classifier,

@@ -44,6 +44,9 @@ pub struct CheckpointMeta {
     pub seed: u64,
     /// Metrics of the epoch that produced the checkpoint.
     pub metrics: Option<EpochMetrics>,
+    /// The PyTorch file it was converted from (`robustness import`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<crate::interop::ImportedFrom>,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
@@ -121,7 +124,7 @@ pub fn save(
 /// Rewrites a SafeTensors header with sorted keys (Burn writes its metadata map in hash order),
 /// so the same weights always give the same bytes. The header is padded with spaces to a
 /// multiple of 8 bytes, as the format allows.
-fn canonical_safetensors(bytes: Vec<u8>, dir: &Path) -> Result<Vec<u8>> {
+pub(crate) fn canonical_safetensors(bytes: Vec<u8>, dir: &Path) -> Result<Vec<u8>> {
     let bad = |m: &str| checkpoint_error(dir, format!("malformed SafeTensors output: {m}"));
     let len_bytes: [u8; 8] = bytes
         .get(..8)

@@ -448,6 +448,7 @@ pub fn train(
             epoch: epoch + 1,
             seed: config.seed,
             metrics: Some(m.clone()),
+            imported_from: None,
         };
         checkpoint::save(&dir, &model, &meta, Some(&optimizer))?;
         let target = Path::new("checkpoints").join(&name);
