@@ -390,6 +390,29 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// The PyTorch state-dict layout of a network of `spec` (no wrapper prefix, no normaliser, no
+/// batch-norm counters): name -> shape, as `robustness export` writes it under `model.` and as
+/// `robustness import` expects it.
+pub fn torch_layout(spec: &ModelSpec, device: &Device) -> Result<BTreeMap<String, Vec<usize>>> {
+    let model = Classifier::new(spec, device);
+    let context = Path::new(spec.arch.name());
+    parameter_layout(&model, context)?
+        .into_iter()
+        .map(|(path, shape)| {
+            let torch = names::torch_name(spec.arch, &path).ok_or_else(|| Error::Checkpoint {
+                path: context.to_path_buf(),
+                message: format!("parameter {path} has no PyTorch name"),
+            })?;
+            let shape = if torch.transpose {
+                shape.into_iter().rev().collect()
+            } else {
+                shape
+            };
+            Ok((torch.name, shape))
+        })
+        .collect()
+}
+
 /// Our model's parameters (Burn paths) and shapes, in sorted order.
 fn parameter_layout(model: &Classifier, context: &Path) -> Result<Vec<(String, Vec<usize>)>> {
     let bytes = model_safetensors(model, context)?;
