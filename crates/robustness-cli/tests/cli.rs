@@ -1025,3 +1025,276 @@ fn sharded_robust_evaluation_adds_up_to_the_unsharded_one() {
     assert_clean_error(&o, "shards 2 of 4 are missing");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn interop_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../robustness/tests/fixtures/interop")
+        .join(name)
+}
+
+fn read_logits(path: &Path) -> Vec<f32> {
+    let t = robustness::interop::torchfile::read_tensors(path).expect("logits file");
+    assert_eq!(t.len(), 1);
+    t[0].to_f32()
+}
+
+#[test]
+fn import_export_and_predict_round_trip_through_pytorch_files() {
+    use robustness::interop::torchfile::{TorchTensor, write_tensor_list};
+    let dir = temp_dir("interop");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let fx: Value = serde_json::from_str(
+        &std::fs::read_to_string(interop_fixture("logits.json")).expect("fixture"),
+    )
+    .expect("json");
+    let fx = &fx["torch_mlp"];
+    let inputs: Vec<f32> = fx["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|v| v.as_f64().expect("f") as f32)
+        .collect();
+    let expected: Vec<f32> = fx["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|v| v.as_f64().expect("f") as f32)
+        .collect();
+    let images = dir.join("images.pt");
+    write_tensor_list(&images, &[TorchTensor::f32(vec![5, 1, 8, 8], &inputs)]).expect("images");
+
+    // A plain state dict with no normaliser: digits has no fixed one, so --mean / --std are needed.
+    let sd = interop_fixture("torch_mlp.pt");
+    let a = dir.join("a");
+    let base = [
+        "import",
+        "--from",
+        "pytorch",
+        "--arch",
+        "mlp",
+        "--dataset",
+        "digits",
+    ];
+    let mut args: Vec<String> = base.iter().map(|x| x.to_string()).collect();
+    args.extend([s(&sd), "--out".into(), s(&a)]);
+    assert_clean_error(
+        &bin().args(&args).output().expect("run"),
+        "--mean and --std",
+    );
+    args.extend([
+        "--mean".into(),
+        "0.3".into(),
+        "--std".into(),
+        "0.25".into(),
+        "--json".into(),
+    ]);
+    let imported = json_of(&bin().args(&args).output().expect("run"));
+    assert_eq!(imported["imported_from"]["format"], "pytorch");
+
+    // Export, then import the export (its normaliser travels with it).
+    let exported = dir.join("a.safetensors");
+    json_of(&run(&[
+        "export",
+        &s(&a.join("")),
+        "--out",
+        &s(&exported),
+        "--json",
+    ]));
+    let b = dir.join("b");
+    let out = run(&[
+        "import",
+        "--from",
+        "pytorch",
+        "--arch",
+        "mlp",
+        "--dataset",
+        "digits",
+        &s(&exported),
+        "--out",
+        &s(&b),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (ckpt, name) in [(&a, "a.pt"), (&b, "b.pt")] {
+        let logits = dir.join(name);
+        let out = run(&[
+            "predict",
+            "--checkpoint",
+            &s(ckpt),
+            "--images",
+            &s(&images),
+            "--out",
+            &s(&logits),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = read_logits(&logits);
+        let worst = ours
+            .iter()
+            .zip(&expected)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{name}: logits differ from PyTorch's by {worst}"
+        );
+    }
+
+    // Wrong architecture: the error lists what does not fit; wrong image shape: a clear error.
+    let out = run(&[
+        "import",
+        "--from",
+        "pytorch",
+        "--arch",
+        "cnn",
+        "--dataset",
+        "digits",
+        "--mean",
+        "0.3",
+        "--std",
+        "0.25",
+        &s(&sd),
+        "--out",
+        &s(&dir.join("c")),
+    ]);
+    assert_clean_error(&out, "missing: blocks.0.bn.bias");
+    assert!(
+        !dir.join("c").exists(),
+        "no checkpoint after a failed import"
+    );
+    let wrong = dir.join("wrong.pt");
+    write_tensor_list(&wrong, &[TorchTensor::f32(vec![1, 3, 8, 8], &[0.5; 192])]).expect("wrong");
+    let out = run(&[
+        "predict",
+        "--checkpoint",
+        &s(&a),
+        "--images",
+        &s(&wrong),
+        "--out",
+        &s(&dir.join("w.pt")),
+    ]);
+    assert_clean_error(&out, "the model takes [N, 1, 8, 8]");
+    let out = run(&[
+        "predict",
+        "--checkpoint",
+        &s(&a),
+        "--images",
+        &s(&sd),
+        "--out",
+        &s(&dir.join("w.pt")),
+    ]);
+    assert_clean_error(&out, "expected a tensor or a list of tensors");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn constructed_sets_export_to_the_released_layout() {
+    let dir = temp_dir("export-dataset");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let model = dir.join("std");
+    let out = run(&[
+        "train",
+        "--arch",
+        "linear",
+        "--epochs",
+        "1",
+        "--out",
+        &s(&model),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set = dir.join("det");
+    let out = run(&[
+        "construct",
+        "det",
+        "--model",
+        &s(&model.join("latest")),
+        "--steps",
+        "5",
+        "--limit",
+        "60",
+        "--out",
+        &s(&set),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let released = dir.join("ddet_digits");
+    let out = run(&[
+        "export-dataset",
+        &s(&set),
+        "--out",
+        &s(&released),
+        "--chunk",
+        "25",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, ours) = robustness::construct::store::load(&set).expect("our set");
+    let back = robustness::interop::released::load(&released, &ours.class_names).expect("released");
+    assert_eq!(back.len(), 60);
+    assert_eq!(back.images, ours.images);
+    assert_eq!(back.labels, ours.labels);
+    // Three list items of 25, 25 and 10 images, as ch.cat(ch.load(...)) expects.
+    let items = robustness::interop::torchfile::read_tensors(
+        &released.join(robustness::interop::released::IMAGES_FILE),
+    )
+    .expect("items");
+    assert_eq!(
+        items.iter().map(|t| t.shape[0]).collect::<Vec<_>>(),
+        vec![25, 25, 10]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn released_sets_train_against_the_cifar_test_set() {
+    let Some(data) = std::env::var_os("ROBUSTNESS_DATA")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+            p.exists().then_some(p)
+        })
+    else {
+        eprintln!("skipping: no CIFAR-10 data (set ROBUSTNESS_DATA or place it in ../shared/data)");
+        return;
+    };
+    let dir = temp_dir("train-released");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let set = interop_fixture("released_legacy/ddet_CIFAR");
+    let out = run(&[
+        "train",
+        "--dataset",
+        &format!("constructed:{}", s(&set)),
+        "--data",
+        &s(&data),
+        "--arch",
+        "linear",
+        "--epochs",
+        "1",
+        "--out",
+        &s(&dir.join("run")),
+        "--json",
+    ]);
+    let v = json_of(&out);
+    assert_eq!(v["dataset"], "cifar10");
+    assert_eq!(v["epochs"], 1);
+    let config = std::fs::read_to_string(dir.join("run/config.json")).expect("config");
+    assert!(config.contains("\"det\""), "{config}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
