@@ -95,7 +95,8 @@ pub struct AttackArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Data set: digits (embedded, no download), mnist, cifar10, synthetic; for `train` also
-    /// constructed:DIR (a set written by `robustness construct`, tested on its source's test set).
+    /// constructed:DIR (a set written by `robustness construct`, or one of the authors' released
+    /// CIFAR_ims / CIFAR_lab folders; tested on its source's test set).
     #[arg(long, default_value = "digits")]
     pub dataset: String,
     /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data); for CIFAR-10 also
