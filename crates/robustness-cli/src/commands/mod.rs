@@ -4,10 +4,13 @@ mod attack;
 mod bench;
 mod construct;
 mod eval;
+mod invert;
 mod reproduce;
+mod synthesize;
 mod theory;
 mod train;
 mod transfer;
+mod visualize;
 
 use crate::cli::{AttackArgs, Cli, Command, DataArgs};
 use anyhow::{Context, Result, bail};
@@ -30,6 +33,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::MergeEval(args) => eval::merge(args),
         Command::Reproduce(args) => reproduce::run(args, &device),
         Command::Transfer(args) => transfer::run(args, &device),
+        Command::Synthesize(args) => synthesize::run(args, &device),
+        Command::Visualize(args) => visualize::run(args, &device),
+        Command::Invert(args) => invert::run(args, &device),
     }
 }
 
