@@ -545,9 +545,13 @@ pub struct VisualizeArgs {
     /// Representation unit(s) to maximise (comma-separated), each < the feature width.
     #[arg(long, value_delimiter = ',', required = true)]
     pub feature: Vec<usize>,
-    /// Images per unit (the first N test images, or N noise images).
+    /// Images per unit: the first N test images (or N noise images); see --indices.
     #[arg(long, default_value_t = 8)]
     pub n: usize,
+    /// Test images to start from instead of the first N, e.g. 0,1000,2000 or 0..16 (with
+    /// --start noise they seed the noise).
+    #[arg(long)]
+    pub indices: Option<String>,
     /// Start from the test images or from grey noise.
     #[arg(long, value_enum, default_value = "image")]
     pub start: StartArg,

@@ -1139,8 +1139,8 @@ fn synthesize_visualize_and_invert_on_a_digits_model() {
         "digits",
         "--feature",
         "0,5",
-        "--n",
-        "3",
+        "--indices",
+        "0,5,9",
         "--steps",
         "20",
         "--out",
@@ -1149,6 +1149,7 @@ fn synthesize_visualize_and_invert_on_a_digits_model() {
     ]));
     let units = vis["units"].as_array().expect("units");
     assert_eq!(units.len(), 2);
+    assert_eq!(vis["indices"], serde_json::json!([0, 5, 9]));
     for u in units {
         assert!(
             u["mean_activation"].as_f64().expect("a")

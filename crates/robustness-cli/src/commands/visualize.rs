@@ -1,8 +1,9 @@
 //! `robustness visualize`: feature visualisation, maximising units of the representation from
-//! the first N test images (or grey noise). Writes `grid.png` (the starts, then one row per
+//! chosen test images (the first N, or `--indices`) or grey noise. Writes `grid.png` (the starts, then one row per
 //! unit), `images.safetensors` and `visualize.json`.
 
 use crate::cli::{StartArg, VisualizeArgs};
+use crate::commands::attack::parse_indices;
 use crate::commands::print_json;
 use crate::commands::synthesize::{Input, tiles, write_images, zoom};
 use anyhow::{Context, Result, bail};
@@ -17,10 +18,12 @@ use std::time::Instant;
 pub fn run(args: VisualizeArgs, device: &robustness::Device) -> Result<()> {
     let started = Instant::now();
     let input = Input::load(&args.checkpoint, &args.data, device)?;
-    if args.n == 0 {
-        bail!("--n must be at least 1");
-    }
     let test = &input.split.test;
+    let indices = match &args.indices {
+        Some(spec) => parse_indices(spec, test.len())?,
+        None if args.n == 0 => bail!("--n must be at least 1"),
+        None => (0..args.n).collect(),
+    };
     let shape = [test.channels, test.height, test.width];
     for &k in &args.feature {
         synthesis::check_feature(&input.model, shape, k, device)?;
@@ -42,11 +45,12 @@ pub fn run(args: VisualizeArgs, device: &robustness::Device) -> Result<()> {
     config.batch_size = args.batch;
     config.seed = args.seed;
 
-    let n = args.n;
+    let n = indices.len();
     let mut all = Generated::default();
     for &k in &args.feature {
-        let generated = synthesis::visualize_feature(&input.model, test, k, n, &config, device)
-            .with_context(|| format!("visualising unit {k}"))?;
+        let generated =
+            synthesis::visualize_feature(&input.model, test, k, &indices, &config, device)
+                .with_context(|| format!("visualising unit {k}"))?;
         all.append(generated);
     }
     let images = write_images(&args.out, &all)?;
@@ -57,9 +61,9 @@ pub fn run(args: VisualizeArgs, device: &robustness::Device) -> Result<()> {
         Start::Noise => "noise",
     };
     let mut rows: Vec<(String, Vec<Tile<'_>>)> = vec![(
-        format!("start: {start_label} (prediction)"),
+        format!("start: {start_label} (label)"),
         tiles(&all.start, per, 0..n, |i| match config.start {
-            Start::Image => input.class_name(test.labels[i]),
+            Start::Image => input.class_name(test.labels[indices[i]]),
             Start::Noise => String::new(),
         }),
     )];
@@ -97,7 +101,7 @@ pub fn run(args: VisualizeArgs, device: &robustness::Device) -> Result<()> {
         "command": "visualize",
         "checkpoint": input.describe(&args.checkpoint),
         "features": args.feature,
-        "n": n,
+        "indices": indices,
         "seed": config.seed,
         "config": config,
         "units": units,

@@ -49,7 +49,7 @@ pub struct SynthesisConfig {
 pub struct VisualizeConfig {
     /// Untargeted L2 PGD that ascends the unit's activation.
     pub attack: AttackConfig,
-    /// Start from test images (`image`: the first N of the pool) or from grey noise.
+    /// Start from the chosen images of the pool (`image`) or from grey noise.
     pub start: Start,
     /// Images optimised together.
     pub batch_size: usize,
@@ -324,15 +324,16 @@ pub fn check_feature(
     Ok(())
 }
 
-/// Feature visualisation: `n` images that maximise unit `feature` of the representation
+/// Feature visualisation: images that maximise unit `feature` of the representation
 /// (`forward_features`, [batch, F]) by untargeted L2 PGD with the activation as the loss,
-/// starting from the first `n` images of `pool` or from grey noise (`config.start`). Scores
-/// are the unit's activation at the start and the result.
+/// one per entry of `indices`: starting from those images of `pool` (`Start::Image`) or from
+/// grey noise seeded by the index (`Start::Noise`, [`robust::noise_start`]). Scores are the
+/// unit's activation at the start and the result.
 pub fn visualize_feature(
     model: &Classifier,
     pool: &Dataset,
     feature: usize,
-    n: usize,
+    indices: &[usize],
     config: &VisualizeConfig,
     device: &Device,
 ) -> Result<Generated> {
@@ -345,21 +346,20 @@ pub fn visualize_feature(
     }
     let shape = [pool.channels, pool.height, pool.width];
     check_feature(model, shape, feature, device)?;
-    let start = match config.start {
-        Start::Image => {
-            if n > pool.len() {
-                return Err(Error::Config(format!(
-                    "--n {n}: the start set {} has only {} images",
-                    pool.name,
-                    pool.len()
-                )));
-            }
-            pool.images[..n * pool.image_len()].to_vec()
-        }
-        Start::Noise => (0..n)
-            .flat_map(|i| robust::noise_start(config.seed, i, pool.image_len()))
-            .collect(),
-    };
+    if let Some(&bad) = indices.iter().find(|&&i| i >= pool.len()) {
+        return Err(Error::Config(format!(
+            "start image {bad} does not exist ({} has {} images)",
+            pool.name,
+            pool.len()
+        )));
+    }
+    let start: Vec<f32> = indices
+        .iter()
+        .flat_map(|&i| match config.start {
+            Start::Image => pool.image(i).to_vec(),
+            Start::Noise => robust::noise_start(config.seed, i, pool.image_len()),
+        })
+        .collect();
     let device = device.clone().without_autodiff();
     let model = model.valid();
     let activation = move |model: &Classifier, x: Tensor<4>, _: &Tensor<1, Int>| {
@@ -367,7 +367,7 @@ pub fn visualize_feature(
         let [b, _] = f.dims();
         f.narrow(1, feature, 1).reshape([b])
     };
-    let targets = vec![feature; n];
+    let targets = vec![feature; indices.len()];
     batched(
         &start,
         shape,

@@ -82,7 +82,9 @@ fn feature_visualisation_raises_the_chosen_unit() {
     config.attack.steps = 30;
     config.attack.step_size = Some(0.3);
     config.batch_size = 4;
-    let out = visualize_feature(&model, &split.test, k, n, &config, &device).expect("visualise");
+    let starts: Vec<usize> = (0..n).collect();
+    let out =
+        visualize_feature(&model, &split.test, k, &starts, &config, &device).expect("visualise");
     assert_eq!(out.len(), n);
     assert_eq!(out.start, split.test.images[..n * 64].to_vec());
     for (s, e) in out.start_score.iter().zip(&out.score) {
@@ -90,7 +92,8 @@ fn feature_visualisation_raises_the_chosen_unit() {
     }
     // From noise too.
     config.start = Start::Noise;
-    let noise = visualize_feature(&model, &split.test, k, 2, &config, &device).expect("noise");
+    let noise =
+        visualize_feature(&model, &split.test, k, &[0, 7], &config, &device).expect("noise");
     assert!(noise.start.iter().all(|v| (0.0..=1.0).contains(v)));
     assert!(mean(&noise.score) >= mean(&noise.start_score));
 }
@@ -134,16 +137,16 @@ fn bad_classes_features_and_indices_are_errors_not_panics() {
     assert!(parse_class_spec("10", names).is_err());
 
     let config = crate::defaults::feature_visualization(DatasetKind::Digits);
-    let err = visualize_feature(&model, &split.test, 512, 2, &config, &device)
+    let err = visualize_feature(&model, &split.test, 512, &[0, 1], &config, &device)
         .expect_err("MLP features are 512 wide");
     let text = err.to_string();
     assert!(
         text.contains("--feature 512") && text.contains("512 features"),
         "{text}"
     );
-    let err = visualize_feature(&model, &split.test, 0, 100_000, &config, &device)
-        .expect_err("too many start images");
-    assert!(err.to_string().contains("--n 100000"), "{err}");
+    let err = visualize_feature(&model, &split.test, 0, &[100_000], &config, &device)
+        .expect_err("no such start image");
+    assert!(err.to_string().contains("100000"), "{err}");
 
     let err = invert(
         &model,
