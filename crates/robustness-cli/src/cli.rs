@@ -54,6 +54,17 @@ pub enum Command {
     /// Logits of a checkpoint on images from a torch.save'd tensor (or list of tensors)
     /// [N, C, H, W] in [0, 1]; written as a torch.save'd list holding one [N, classes] tensor.
     Predict(PredictArgs),
+    /// Class-conditional image synthesis (Santurkar et al. 2019): seeds from a Gaussian fitted
+    /// to each class's training images, pushed toward the class by targeted L2 PGD; writes
+    /// grid.png, seeds.png, images.safetensors and synthesis.json.
+    Synthesize(SynthesizeArgs),
+    /// Feature visualisation: maximise units of the representation by L2 PGD from test images
+    /// (or noise); writes grid.png, images.safetensors and visualize.json.
+    Visualize(VisualizeArgs),
+    /// Representation inversion: from noise (or another image), match the representation of
+    /// chosen images with the D_R construction's loop; writes grid.png, images.safetensors and
+    /// invert.json.
+    Invert(InvertArgs),
 }
 
 /// Attack settings shared by `eval`, `attack` and `train --adv-train`.
@@ -95,8 +106,7 @@ pub struct AttackArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Data set: digits (embedded, no download), mnist, cifar10, synthetic; for `train` also
-    /// constructed:DIR (a set written by `robustness construct`, or one of the authors' released
-    /// CIFAR_ims / CIFAR_lab folders; tested on its source's test set).
+    /// constructed:DIR (a set written by `robustness construct`, tested on its source's test set).
     #[arg(long, default_value = "digits")]
     pub dataset: String,
     /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data); for CIFAR-10 also
@@ -569,4 +579,140 @@ pub struct PredictArgs {
     /// Batch size.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthesizeArgs {
+    /// Checkpoint folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Class(es) to generate: a name (e.g. dog), an index, a comma-separated list, or `all`.
+    #[arg(long)]
+    pub class: String,
+    /// Images per class.
+    #[arg(long, default_value_t = 16)]
+    pub n: usize,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the seed-distribution draws (the data split is the checkpoint's).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// L2 radius around the seed (default: 30, the authors' CIFAR setting).
+    #[arg(long)]
+    pub eps: Option<f64>,
+    /// Step size (default: 0.5, the authors' CIFAR setting).
+    #[arg(long)]
+    pub step: Option<f64>,
+    /// PGD steps (default: 60, the authors' CIFAR setting).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Block size of the seed distribution's downsampling (default 1: none, as for CIFAR).
+    #[arg(long)]
+    pub grain: Option<usize>,
+    /// Images optimised together.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Pixel zoom of the PNG grids (default: about 128 pixels per image side).
+    #[arg(long)]
+    pub zoom: Option<usize>,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VisualizeArgs {
+    /// Checkpoint folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Representation unit(s) to maximise (comma-separated), each < the feature width.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub feature: Vec<usize>,
+    /// Images per unit: the first N test images (or N noise images); see --indices.
+    #[arg(long, default_value_t = 8)]
+    pub n: usize,
+    /// Test images to start from instead of the first N, e.g. 0,1000,2000 or 0..16 (with
+    /// --start noise they seed the noise).
+    #[arg(long)]
+    pub indices: Option<String>,
+    /// Start from the test images or from grey noise.
+    #[arg(long, value_enum, default_value = "image")]
+    pub start: StartArg,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the noise starts (the data split is the checkpoint's).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// L2 radius around the start (default 40).
+    #[arg(long)]
+    pub eps: Option<f64>,
+    /// Step size (default 1).
+    #[arg(long)]
+    pub step: Option<f64>,
+    /// PGD steps (default 200).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Images optimised together.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Pixel zoom of the PNG grid (default: about 128 pixels per image side).
+    #[arg(long)]
+    pub zoom: Option<usize>,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SplitArg {
+    Train,
+    Test,
+}
+
+#[derive(Args, Debug)]
+pub struct InvertArgs {
+    /// Checkpoint folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which split of the checkpoint's data set the images come from.
+    #[arg(long, value_enum, default_value = "test")]
+    pub from: SplitArg,
+    /// Indices of the images to invert, e.g. 0..8 or 3,7,9.
+    #[arg(long, default_value = "0..8")]
+    pub indices: String,
+    /// Start from grey noise or from another image of the same split.
+    #[arg(long, value_enum, default_value = "noise")]
+    pub start: StartArg,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the starts (the data split is the checkpoint's).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Step size (default: the D_R construction's 0.1).
+    #[arg(long)]
+    pub step: Option<f64>,
+    /// Steps (default: the D_R construction's 1000).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Divide the representation distance by ||g(x)||_2.
+    #[arg(long)]
+    pub normalized_loss: bool,
+    /// Images optimised together.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Pixel zoom of the PNG grid (default: about 128 pixels per image side).
+    #[arg(long)]
+    pub zoom: Option<usize>,
+    /// Print one JSON object with the results on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1298,3 +1298,191 @@ fn released_sets_train_against_the_cifar_test_set() {
     assert!(config.contains("\"det\""), "{config}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The JSON header of a SafeTensors file.
+fn safetensors_header(path: &Path) -> Value {
+    let bytes = std::fs::read(path).expect("read safetensors");
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    serde_json::from_slice(&bytes[8..8 + len]).expect("SafeTensors header is JSON")
+}
+
+#[test]
+fn synthesize_visualize_and_invert_on_a_digits_model() {
+    let dir = temp_dir("synthesis");
+    let run_dir = dir.join("run").to_string_lossy().into_owned();
+    let train = json_of(&run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "6",
+        "--out",
+        &run_dir,
+        "--json",
+    ]));
+    let checkpoint = train["checkpoint"]
+        .as_str()
+        .expect("checkpoint")
+        .to_string();
+    let out_of = |name: &str| dir.join(name).to_string_lossy().into_owned();
+
+    // Class-conditional generation of one class by name-or-index, then of every class.
+    let out = out_of("synth");
+    let synth = json_of(&run(&[
+        "synthesize",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--class",
+        "3",
+        "--n",
+        "4",
+        "--steps",
+        "20",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    for file in [
+        "grid.png",
+        "seeds.png",
+        "images.safetensors",
+        "synthesis.json",
+    ] {
+        assert!(Path::new(&out).join(file).is_file(), "{file} missing");
+    }
+    let written: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&out).join("synthesis.json")).expect("json"),
+    )
+    .expect("synthesis.json parses");
+    assert_eq!(written["per_image"], synth["per_image"]);
+    assert_eq!(synth["per_image"].as_array().expect("per image").len(), 4);
+    assert_eq!(synth["config"]["attack"]["eps"], 30.0);
+    assert_eq!(
+        synth["checkpoint"]["sha256"].as_str().expect("sha").len(),
+        64
+    );
+    let p = synth["mean_class_probability"].as_f64().expect("p");
+    let p0 = synth["mean_seed_class_probability"].as_f64().expect("p0");
+    assert!(p >= p0 && p > 0.5, "class probability {p0} -> {p}");
+    let header = safetensors_header(&Path::new(&out).join("images.safetensors"));
+    assert_eq!(header["images"]["shape"], serde_json::json!([4, 1, 8, 8]));
+    assert_eq!(header["target"]["dtype"], "I64");
+
+    let all = json_of(&run(&[
+        "synthesize",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--class",
+        "all",
+        "--n",
+        "2",
+        "--steps",
+        "5",
+        "--out",
+        &out_of("synth-all"),
+        "--json",
+    ]));
+    assert_eq!(all["per_image"].as_array().expect("per image").len(), 20);
+    assert_clean_error(
+        &run(&[
+            "synthesize",
+            "--checkpoint",
+            &checkpoint,
+            "--dataset",
+            "digits",
+            "--class",
+            "giraffe",
+            "--out",
+            &out_of("bad"),
+        ]),
+        "giraffe",
+    );
+
+    // Feature visualisation of two units; an out-of-range unit is a clear error.
+    let out = out_of("vis");
+    let vis = json_of(&run(&[
+        "visualize",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--feature",
+        "0,5",
+        "--indices",
+        "0,5,9",
+        "--steps",
+        "20",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    let units = vis["units"].as_array().expect("units");
+    assert_eq!(units.len(), 2);
+    assert_eq!(vis["indices"], serde_json::json!([0, 5, 9]));
+    for u in units {
+        assert!(
+            u["mean_activation"].as_f64().expect("a")
+                >= u["mean_start_activation"].as_f64().expect("a0")
+        );
+    }
+    for file in ["grid.png", "images.safetensors", "visualize.json"] {
+        assert!(Path::new(&out).join(file).is_file(), "{file} missing");
+    }
+    assert_clean_error(
+        &run(&[
+            "visualize",
+            "--checkpoint",
+            &checkpoint,
+            "--dataset",
+            "digits",
+            "--feature",
+            "100000",
+            "--out",
+            &out_of("bad"),
+        ]),
+        "--feature 100000",
+    );
+
+    // Inversion of three test images from noise shrinks the representation distance.
+    let out = out_of("inv");
+    let inv = json_of(&run(&[
+        "invert",
+        "--checkpoint",
+        &checkpoint,
+        "--dataset",
+        "digits",
+        "--indices",
+        "0,1,2",
+        "--steps",
+        "100",
+        "--out",
+        &out,
+        "--json",
+    ]));
+    let d0 = inv["mean_start_distance"].as_f64().expect("d0");
+    let d = inv["mean_distance"].as_f64().expect("d");
+    assert!(d < 0.5 * d0, "distance {d0} -> {d}");
+    assert_eq!(inv["indices"], serde_json::json!([0, 1, 2]));
+    for file in ["grid.png", "images.safetensors", "invert.json"] {
+        assert!(Path::new(&out).join(file).is_file(), "{file} missing");
+    }
+    assert_clean_error(
+        &run(&[
+            "invert",
+            "--checkpoint",
+            &checkpoint,
+            "--dataset",
+            "digits",
+            "--indices",
+            "5000",
+            "--out",
+            &out_of("bad"),
+        ]),
+        "5000",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,7 +1,9 @@
 //! `robustness`: adversarial robustness research in Rust, on the Burn framework.
 //!
 //! Data sets ([`data`]), classifiers that take raw [0, 1] images ([`models`]), training with
-//! crash-safe checkpoints ([`train`]), and evaluation ([`eval`]).
+//! crash-safe checkpoints ([`train`]), evaluation ([`eval`]), the data-set constructions of
+//! "Adversarial Examples Are Not Bugs, They Are Features" ([`construct`]) and image synthesis
+//! with a single classifier ([`synthesis`]).
 //!
 //! ```no_run
 //! use robustness::{data, defaults, device, train};
@@ -26,6 +28,7 @@ pub mod eval;
 pub mod interop;
 pub mod models;
 pub mod report;
+pub mod synthesis;
 pub mod tensors;
 pub mod theory;
 pub mod train;

@@ -13,7 +13,7 @@ use robustness::{data, tensors, train};
 use serde_json::json;
 
 /// Parses `0..16` (half-open) or `3,7,9`.
-fn parse_indices(spec: &str, len: usize) -> Result<Vec<usize>> {
+pub(super) fn parse_indices(spec: &str, len: usize) -> Result<Vec<usize>> {
     let indices: Vec<usize> = if let Some((a, b)) = spec.split_once("..") {
         let (a, b): (usize, usize) = (a.trim().parse()?, b.trim().parse()?);
         (a..b).collect()

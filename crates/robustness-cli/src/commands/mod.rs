@@ -5,10 +5,13 @@ mod bench;
 mod construct;
 mod eval;
 mod interop;
+mod invert;
 mod reproduce;
+mod synthesize;
 mod theory;
 mod train;
 mod transfer;
+mod visualize;
 
 use crate::cli::{AttackArgs, Cli, Command, DataArgs};
 use anyhow::{Context, Result, bail};
@@ -35,6 +38,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => interop::export(args, &device),
         Command::ExportDataset(args) => interop::export_dataset(args),
         Command::Predict(args) => interop::predict(args, &device),
+        Command::Synthesize(args) => synthesize::run(args, &device),
+        Command::Visualize(args) => visualize::run(args, &device),
+        Command::Invert(args) => invert::run(args, &device),
     }
 }
 

@@ -600,23 +600,17 @@ fn build_chunk(
                 &mut rng,
             )?
         } else {
-            let x_start = match config.start {
-                Start::Image => (start..end)
-                    .flat_map(|i| {
-                        train
-                            .image(robust::start_index(config.seed, i, train.len()))
-                            .iter()
-                            .copied()
-                    })
-                    .collect(),
-                Start::Noise => (start..end)
-                    .flat_map(|i| robust::noise_start(config.seed, i, per))
-                    .collect(),
-            };
+            let x_start = robust::start_images(config.start, config.seed, start..end, train);
             let x_start = tensors::images(x_start, [b, c, h, w], device);
-            let target = model.forward_features(x_src.clone());
-            let loss = robust::representation_loss(target, config.normalized_loss);
-            attack::pgd(model, &x_start, &y, &config.attack, &loss, &mut rng)?
+            robust::invert_representation(
+                model,
+                &x_src,
+                &x_start,
+                &y,
+                &config.attack,
+                config.normalized_loss,
+                &mut rng,
+            )?
         };
         let pred = tensors::argmax_rows(model.forward(out.adv.clone()));
         let loss = tensors::to_vec(out.loss);

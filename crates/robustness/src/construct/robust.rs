@@ -4,10 +4,15 @@
 //! is the shared PGD loop with the unconstrained threat model and the loss below; the model is
 //! adversarially trained for D_R and standard for D_NR.
 
+use super::Start;
 use super::relabel::{NOISE_STREAM, START_STREAM, stream};
+use crate::attack::{self, AttackConfig, AttackOutput};
+use crate::data::Dataset;
+use crate::error::Result;
 use crate::models::Classifier;
 use burn::prelude::*;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 /// Mean and standard deviation of the Gaussian-noise start (`--start noise`). The paper (D.1)
@@ -35,6 +40,44 @@ pub fn noise_start(seed: u64, i: usize, len: usize) -> Vec<f32> {
     (0..len)
         .map(|_| normal.sample(&mut rng).clamp(0.0, 1.0))
         .collect()
+}
+
+/// The start images of examples `indices` (each `pool.image_len()` values, concatenated):
+/// another image of `pool` drawn by [`start_index`] (`Start::Image`), or [`noise_start`].
+/// Shared by the D_R / D_NR construction and `robustness invert`.
+pub fn start_images(
+    start: Start,
+    seed: u64,
+    indices: impl IntoIterator<Item = usize>,
+    pool: &Dataset,
+) -> Vec<f32> {
+    let per = pool.image_len();
+    indices
+        .into_iter()
+        .flat_map(|i| match start {
+            Start::Image => pool.image(start_index(seed, i, pool.len())).to_vec(),
+            Start::Noise => noise_start(seed, i, per),
+        })
+        .collect()
+}
+
+/// Representation inversion: from `start` ([B, C, H, W] in [0, 1]), the images whose
+/// representation matches that of `source` (same shape), by the shared PGD loop run as a
+/// targeted attack with [`representation_loss`] (`attack` is the construction's, e.g.
+/// [`super::ConstructConfig::paper`]'s unconstrained normalised steps). `labels` [B] are
+/// passed to the loop but ignored by the loss. Returns the images and their final distances.
+pub fn invert_representation(
+    model: &Classifier,
+    source: &Tensor<4>,
+    start: &Tensor<4>,
+    labels: &Tensor<1, Int>,
+    attack: &AttackConfig,
+    normalized: bool,
+    rng: &mut ChaCha8Rng,
+) -> Result<AttackOutput> {
+    let target = model.forward_features(source.clone());
+    let loss = representation_loss(target, normalized);
+    attack::pgd(model, start, labels, attack, &loss, rng)
 }
 
 /// The representation-matching objective for the PGD loop (to be minimised, i.e. run as a
