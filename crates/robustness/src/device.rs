@@ -59,6 +59,28 @@ pub fn describe(device: &Device) -> String {
     format!("{device:?}")
 }
 
+/// Which matrix-multiply kernels the CPU backend uses on this machine: the build's `x86-v4`
+/// feature compiles AVX-512 kernels in, and `gemm` picks them at run time only when the CPU has
+/// AVX-512F (otherwise AVX2 + FMA, then SSE / scalar), so one binary runs everywhere.
+pub fn cpu_kernels() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        match (cfg!(feature = "x86-v4"), avx512, avx2) {
+            (true, true, _) => "avx512 (x86-v4 build)",
+            (false, true, _) => "avx2+fma (AVX-512 available: build with --features x86-v4)",
+            (_, false, true) => "avx2+fma",
+            _ => "sse/scalar",
+        }
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    {
+        "native"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

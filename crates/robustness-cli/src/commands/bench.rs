@@ -73,6 +73,7 @@ pub fn run(args: BenchArgs, device: &robustness::Device) -> Result<()> {
             "gflops": gflops,
             "threads": threads,
             "device": robustness::device::describe(device),
+            "cpu_kernels": robustness::device::cpu_kernels(),
         }));
     }
     outln!(
@@ -117,6 +118,7 @@ fn attack(args: &BenchArgs, spec: &ModelSpec, device: &robustness::Device) -> Re
             "gflops": gflops,
             "threads": threads,
             "device": robustness::device::describe(device),
+            "cpu_kernels": robustness::device::cpu_kernels(),
         }));
     }
     outln!(
