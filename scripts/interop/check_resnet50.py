@@ -8,6 +8,7 @@ the logits are compared with PyTorch's on the same images, both directions.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import robustness_models as rm  # noqa: E402
 
 binary, work = sys.argv[1], sys.argv[2]
-os.makedirs(work, exist_ok=True)
+shutil.rmtree(work, ignore_errors=True)  # a fresh folder each run
+os.makedirs(work)
 torch.manual_seed(0)
 gen = torch.Generator().manual_seed(0)
 

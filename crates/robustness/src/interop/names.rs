@@ -103,13 +103,10 @@ fn resnet_block(arch: Arch, mut b: usize) -> Option<(usize, usize)> {
 /// followed by batch norm and ReLU, and the configuration's max-pools take one slot each
 /// (`[64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M]`).
 fn vgg_conv_index(i: usize) -> Option<usize> {
-    const VGG11: [bool; 13] = [
-        true, false, true, false, true, true, false, true, true, false, true, true, false,
-    ];
     let mut slot = 0;
     let mut conv = 0;
-    for is_conv in VGG11 {
-        if is_conv {
+    for item in crate::models::vgg::VGG11 {
+        if item.is_some() {
             if conv == i {
                 return Some(slot);
             }

@@ -420,41 +420,25 @@ pub fn write_tensor_list(path: &Path, tensors: &[TorchTensor]) -> Result<()> {
     }
     pickle.extend_from_slice(b"e.");
 
-    let tmp = {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".tmp-{}", std::process::id()));
-        path.with_file_name(name)
-    };
-    let write = || -> Result<()> {
-        let file = File::create(&tmp)?;
-        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .last_modified_time(zip::DateTime::default())
-            .large_file(tensors.iter().map(|t| t.bytes.len()).sum::<usize>() >= u32::MAX as usize)
-            .with_alignment(64);
-        zip.start_file("archive/data.pkl", options)?;
-        zip.write_all(&pickle)?;
-        zip.start_file("archive/byteorder", options)?;
-        zip.write_all(b"little")?;
-        for (key, t) in tensors.iter().enumerate() {
-            zip.start_file(format!("archive/data/{key}"), options)?;
-            zip.write_all(&t.bytes)?;
-        }
-        zip.start_file("archive/version", options)?;
-        zip.write_all(b"3\n")?;
-        let mut inner = zip.finish()?;
-        inner.flush()?;
-        inner
-            .into_inner()
-            .map_err(|e| TorchFileError::Io(e.into_error()))?
-            .sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default())
+        .large_file(tensors.iter().map(|t| t.bytes.len()).sum::<usize>() >= u32::MAX as usize)
+        .with_alignment(64);
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    zip.start_file("archive/data.pkl", options)?;
+    zip.write_all(&pickle)?;
+    zip.start_file("archive/byteorder", options)?;
+    zip.write_all(b"little")?;
+    for (key, t) in tensors.iter().enumerate() {
+        zip.start_file(format!("archive/data/{key}"), options)?;
+        zip.write_all(&t.bytes)?;
+    }
+    zip.start_file("archive/version", options)?;
+    zip.write_all(b"3\n")?;
+    let bytes = zip.finish()?.into_inner();
+    crate::train::checkpoint::write_atomic(path, &bytes)
+        .map_err(|e| TorchFileError::Format(e.to_string()))
 }
 
 fn global(p: &mut Vec<u8>, module: &str, name: &str) {

@@ -7,7 +7,7 @@ mod linear;
 mod mlp;
 mod normalize;
 mod resnet;
-mod vgg;
+pub(crate) mod vgg;
 
 pub use cnn::{CNN_FEATURES, Cnn};
 pub use linear::LinearModel;

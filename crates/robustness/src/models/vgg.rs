@@ -10,7 +10,7 @@ use burn::nn::{
 use burn::prelude::*;
 
 /// `Some(width)` is a conv layer, `None` a 2x2 max-pool.
-const VGG11: [Option<usize>; 13] = [
+pub(crate) const VGG11: [Option<usize>; 13] = [
     Some(64),
     None,
     Some(128),
