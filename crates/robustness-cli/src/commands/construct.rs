@@ -1,13 +1,13 @@
 //! `robustness construct` (D_det, D_rand, D_R, D_NR from a checkpoint) and `robustness merge`
 //! (join the shards of one construction).
 
-use crate::cli::{ConstructArgs, MergeArgs, StartArg};
-use crate::commands::{load_data, print_json};
+use crate::cli::{ConstructArgs, MergeArgs};
+use crate::commands::{load_data, override_steps, print_json, start_of};
 use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
 use robustness::attack::threat::Constraint;
 use robustness::construct::{
-    self, ConstructConfig, ConstructKind, ConstructMeta, ModelRef, Shard, Source, Start, store,
+    self, ConstructConfig, ConstructKind, ConstructMeta, ModelRef, Shard, Source, store,
 };
 use robustness::data::DatasetKind;
 use robustness::defaults;
@@ -80,26 +80,15 @@ fn config_from(args: &ConstructArgs, mut config: ConstructConfig) -> Result<Cons
             kind.paper_name()
         );
     }
-    if let Some(eps) = args.eps {
-        if !kind.relabels() {
-            bail!(
-                "{} has no eps-ball; --eps applies to det/rand",
-                kind.paper_name()
-            );
-        }
-        config.attack.eps = eps;
+    if args.eps.is_some() && !kind.relabels() {
+        bail!(
+            "{} has no eps-ball; --eps applies to det/rand",
+            kind.paper_name()
+        );
     }
-    if let Some(step) = args.step_size {
-        config.attack.step_size = Some(step);
-    }
-    if let Some(steps) = args.steps {
-        config.attack.steps = steps;
-    }
+    override_steps(&mut config.attack, args.eps, args.step_size, args.steps);
     config.attack.use_best = !args.no_use_best;
-    config.start = match args.start {
-        StartArg::Image => Start::Image,
-        StartArg::Noise => Start::Noise,
-    };
+    config.start = start_of(args.start);
     config.normalized_loss = args.normalized_loss;
     config.batch_size = args.batch_size;
     config.chunk_size = args.chunk_size;

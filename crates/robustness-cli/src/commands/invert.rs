@@ -3,10 +3,10 @@
 //! construction's loop and settings. Writes `grid.png` (targets, starts, inversions),
 //! `images.safetensors` and `invert.json`.
 
-use crate::cli::{InvertArgs, SplitArg, StartArg};
+use crate::cli::{InvertArgs, SplitArg};
 use crate::commands::attack::parse_indices;
-use crate::commands::print_json;
 use crate::commands::synthesize::{Input, tiles, write_images, zoom};
+use crate::commands::{override_steps, print_json, start_of};
 use anyhow::{Context, Result};
 use robustness::construct::Start;
 use robustness::defaults;
@@ -25,16 +25,8 @@ pub fn run(args: InvertArgs, device: &robustness::Device) -> Result<()> {
     };
     let indices = parse_indices(&args.indices, pool.len())?;
     let mut config = defaults::inversion(input.dataset);
-    if let Some(step) = args.step {
-        config.attack.step_size = Some(step);
-    }
-    if let Some(steps) = args.steps {
-        config.attack.steps = steps;
-    }
-    config.start = match args.start {
-        StartArg::Image => Start::Image,
-        StartArg::Noise => Start::Noise,
-    };
+    override_steps(&mut config.attack, None, args.step, args.steps);
+    config.start = start_of(args.start);
     config.normalized_loss = args.normalized_loss;
     config.batch_size = args.batch;
     config.seed = args.seed;

@@ -129,6 +129,32 @@ pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Data
     Ok(test)
 }
 
+/// Applies the step-rule flags several commands share to `attack`; unset flags keep its values.
+pub fn override_steps(
+    attack: &mut AttackConfig,
+    eps: Option<f64>,
+    step: Option<f64>,
+    steps: Option<usize>,
+) {
+    if let Some(eps) = eps {
+        attack.eps = eps;
+    }
+    if let Some(step) = step {
+        attack.step_size = Some(step);
+    }
+    if let Some(steps) = steps {
+        attack.steps = steps;
+    }
+}
+
+/// The library's start for `--start image|noise`.
+pub fn start_of(arg: crate::cli::StartArg) -> robustness::construct::Start {
+    match arg {
+        crate::cli::StartArg::Image => robustness::construct::Start::Image,
+        crate::cli::StartArg::Noise => robustness::construct::Start::Noise,
+    }
+}
+
 /// Prints a value as one JSON object on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     outln!("{}", serde_json::to_string(value)?);

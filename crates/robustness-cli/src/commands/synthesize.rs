@@ -4,7 +4,7 @@
 //! `visualize` and `invert` share.
 
 use crate::cli::{DataArgs, SynthesizeArgs};
-use crate::commands::{load_data, print_json};
+use crate::commands::{load_data, override_steps, print_json};
 use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
 use robustness::construct;
@@ -107,15 +107,7 @@ pub fn run(args: SynthesizeArgs, device: &robustness::Device) -> Result<()> {
         bail!("--n must be at least 1");
     }
     let mut config = defaults::synthesis(input.dataset);
-    if let Some(eps) = args.eps {
-        config.attack.eps = eps;
-    }
-    if let Some(step) = args.step {
-        config.attack.step_size = Some(step);
-    }
-    if let Some(steps) = args.steps {
-        config.attack.steps = steps;
-    }
+    override_steps(&mut config.attack, args.eps, args.step, args.steps);
     if let Some(grain) = args.grain {
         config.grain = grain;
     }

@@ -2,10 +2,10 @@
 //! chosen test images (the first N, or `--indices`) or grey noise. Writes `grid.png` (the starts, then one row per
 //! unit), `images.safetensors` and `visualize.json`.
 
-use crate::cli::{StartArg, VisualizeArgs};
+use crate::cli::VisualizeArgs;
 use crate::commands::attack::parse_indices;
-use crate::commands::print_json;
 use crate::commands::synthesize::{Input, tiles, write_images, zoom};
+use crate::commands::{override_steps, print_json, start_of};
 use anyhow::{Context, Result, bail};
 use robustness::construct::Start;
 use robustness::defaults;
@@ -29,19 +29,8 @@ pub fn run(args: VisualizeArgs, device: &robustness::Device) -> Result<()> {
         synthesis::check_feature(&input.model, shape, k, device)?;
     }
     let mut config = defaults::feature_visualization(input.dataset);
-    if let Some(eps) = args.eps {
-        config.attack.eps = eps;
-    }
-    if let Some(step) = args.step {
-        config.attack.step_size = Some(step);
-    }
-    if let Some(steps) = args.steps {
-        config.attack.steps = steps;
-    }
-    config.start = match args.start {
-        StartArg::Image => Start::Image,
-        StartArg::Noise => Start::Noise,
-    };
+    override_steps(&mut config.attack, args.eps, args.step, args.steps);
+    config.start = start_of(args.start);
     config.batch_size = args.batch;
     config.seed = args.seed;
 
