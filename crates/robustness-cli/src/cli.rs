@@ -204,7 +204,7 @@ pub struct TrainArgs {
     /// Also measure robust test accuracy (same attack) after every epoch.
     #[arg(long)]
     pub adv_eval: bool,
-    /// Number of test images for --adv-eval (default 1000).
+    /// Number of test images for --adv-eval, spread evenly over the test set (default 1000).
     #[arg(long, default_value_t = 1000)]
     pub adv_eval_limit: usize,
     #[command(flatten)]
@@ -232,7 +232,7 @@ pub struct EvalArgs {
     pub attack: Option<String>,
     #[command(flatten)]
     pub attack_args: AttackArgs,
-    /// Evaluate on the first N test images only.
+    /// Evaluate on N test images spread evenly over the test set (every len/N-th).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Folder for the robustness-curve table and plot (with several --eps).
@@ -488,7 +488,7 @@ pub struct TransferArgs {
     pub attack: String,
     #[command(flatten)]
     pub attack_args: AttackArgs,
-    /// Only the first N test images.
+    /// Only N test images, spread evenly over the test set (every len/N-th).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Batch size.

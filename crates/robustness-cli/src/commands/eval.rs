@@ -23,8 +23,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
     let (_, split, _) = load_data(&args.data, seed)?;
     let mut test = split.test;
     if let Some(limit) = args.limit {
-        let indices: Vec<usize> = (0..limit.min(test.len())).collect();
-        test = test.subset(&indices);
+        test = test.spread(limit);
     }
     let (model, meta) = train::checkpoint::load_for_data(&args.checkpoint, &test, device)
         .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;

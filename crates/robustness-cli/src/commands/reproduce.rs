@@ -346,9 +346,7 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
             .map(|p| p.1)
     };
     // Robust accuracy of a checkpoint (only in the D_R / D_NR experiment).
-    let eval_set = split
-        .test
-        .subset(&(0..plan.eval_limit.min(split.test.len())).collect::<Vec<_>>());
+    let eval_set = split.test.spread(plan.eval_limit);
     let robust_of = |ckpt: &Path| -> Result<Vec<(f64, f64)>> {
         if !robust_experiment {
             return Ok(Vec::new());

@@ -15,7 +15,7 @@ pub fn run(args: TransferArgs, device: &robustness::Device) -> Result<()> {
     let (_, split, _) = load_data(&args.data, saved.seed)?;
     let mut test = split.test;
     if let Some(limit) = args.limit {
-        test = test.subset(&(0..limit.min(test.len())).collect::<Vec<_>>());
+        test = test.spread(limit);
     }
     if !args.det_models.is_empty() && args.det_models.len() != args.targets.len() {
         bail!(

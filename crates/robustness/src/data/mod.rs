@@ -78,6 +78,15 @@ impl Dataset {
         &self.images[i * n..(i + 1) * n]
     }
 
+    /// `n` images spread evenly over the set (every `len / n`-th, in order; all of it when
+    /// `n >= len`): the evaluation subsets of `--limit`. Not the first `n`: files sorted by
+    /// class (such as the shared CIFAR-10 copy) would give a single class.
+    pub fn spread(&self, n: usize) -> Dataset {
+        let len = self.len();
+        let n = n.min(len);
+        self.subset(&(0..n).map(|i| i * len / n).collect::<Vec<_>>())
+    }
+
     /// A new data set holding the images at `indices`, in that order (repeats allowed).
     ///
     /// # Panics
@@ -634,6 +643,19 @@ mod tests {
         assert_eq!(s.image(0), d.image(5));
         assert_eq!(s.image(1), d.image(0));
         assert!(d.subset(&[]).is_empty());
+    }
+
+    #[test]
+    fn spread_samples_every_class_of_a_sorted_set() {
+        // Sorted by class, as the shared CIFAR-10 files: the first 3 would all be class 0.
+        let mut d = toy();
+        d.labels = vec![0, 0, 1, 1, 2, 2];
+        let s = d.spread(3);
+        assert_eq!(s.labels, vec![0, 1, 2]);
+        assert_eq!(s.image(1), d.image(2));
+        assert_eq!(d.spread(100).len(), 6);
+        assert_eq!(d.spread(6).labels, d.labels);
+        assert!(d.spread(0).is_empty());
     }
 
     #[test]

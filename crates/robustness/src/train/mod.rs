@@ -404,9 +404,7 @@ pub fn train(
         let test = eval::evaluate(&model, &split.test, 256, &device);
         let robust_test_accuracy = match &config.adversarial {
             Some(adv) if adv.eval => {
-                let limit = adv.eval_limit.min(split.test.len());
-                let indices: Vec<usize> = (0..limit).collect();
-                let subset = split.test.subset(&indices);
+                let subset = split.test.spread(adv.eval_limit);
                 let report = attack::robust_eval(
                     &model,
                     &subset,
