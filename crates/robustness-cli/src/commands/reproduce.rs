@@ -56,8 +56,9 @@ const EXPERIMENTS: &str = "toy, digits, catdog, cifar10";
 
 /// D_R / D_NR at quick scale on CIFAR images: 150 normalised steps of 0.5 (ours). Two CIFAR
 /// images lie ~20 apart in L2, so the paper's steps of 0.1 need its 1000 iterations to get
-/// there; with 128 cat/dog images and a standard CNN, 200 steps of 0.5 ended at a smaller mean
-/// representation distance (0.71) than 1000 steps of 0.1 (1.04), in a fifth of the time.
+/// there; with 128 cat images and a standard cats-vs-dogs CNN, 200 steps of 0.5 ended at a
+/// smaller mean representation distance (0.71) than 1000 steps of 0.1 (1.04), in a fifth of
+/// the time.
 const CIFAR_QUICK_INVERSION: (usize, f64) = (150, 0.5);
 
 /// Adversarial training with L2 PGD (or FGSM from a random start) at `eps`.
