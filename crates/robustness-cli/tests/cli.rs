@@ -1486,3 +1486,19 @@ fn synthesize_visualize_and_invert_on_a_digits_model() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_zero_limit_is_refused_before_anything_is_loaded() {
+    let out = run(&["eval", "--checkpoint", "no-such-run/latest", "--limit", "0"]);
+    assert_clean_error(&out, "--limit 0");
+    let out = run(&[
+        "transfer",
+        "--source",
+        "no-such-run/latest",
+        "--targets",
+        "also-missing/latest",
+        "--limit",
+        "0",
+    ]);
+    assert_clean_error(&out, "--limit 0");
+}

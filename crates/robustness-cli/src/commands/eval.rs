@@ -18,6 +18,9 @@ use std::time::Instant;
 
 pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
     let started = Instant::now();
+    if args.limit == Some(0) {
+        bail!("--limit 0: evaluate at least one test image");
+    }
     let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&args.checkpoint)?)?;
     let seed = args.seed.unwrap_or(saved.seed);
     let (_, split, _) = load_data(&args.data, seed)?;

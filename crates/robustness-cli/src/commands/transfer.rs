@@ -11,6 +11,9 @@ use robustness::{Classifier, eval, report, train};
 use serde_json::json;
 
 pub fn run(args: TransferArgs, device: &robustness::Device) -> Result<()> {
+    if args.limit == Some(0) {
+        bail!("--limit 0: attack at least one test image");
+    }
     let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&args.source)?)?;
     let (_, split, _) = load_data(&args.data, saved.seed)?;
     let mut test = split.test;
