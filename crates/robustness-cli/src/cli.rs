@@ -381,7 +381,8 @@ pub struct ConstructArgs {
     /// Return the last iterate instead of the one with the best objective.
     #[arg(long)]
     pub no_use_best: bool,
-    /// Only the first N training images (quick runs).
+    /// Only N training images, spread evenly over the training set (quick runs; every class
+    /// even when the files are sorted by class).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Examples attacked together.

@@ -1245,7 +1245,24 @@ fn constructed_sets_export_to_the_released_layout() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (_, ours) = robustness::construct::store::load(&set).expect("our set");
+    let (meta, ours) = robustness::construct::store::load(&set).expect("our set");
+    // --limit 60 takes every len/60-th training image (the model's split, seed 0), not the
+    // first 60: D_det's labels are those images' labels plus one.
+    assert_eq!(meta.source.limit, Some(60));
+    assert!(meta.source.limit_spread);
+    let train = robustness::data::digits::load(0).expect("digits").train;
+    let expected: Vec<usize> = train
+        .spread(60)
+        .labels
+        .iter()
+        .map(|y| (y + 1) % 10)
+        .collect();
+    assert_eq!(ours.labels, expected);
+    assert_ne!(
+        train.spread(60).labels,
+        train.labels[..60].to_vec(),
+        "the first 60 would not test the spread"
+    );
     let back = robustness::interop::released::load(&released, &ours.class_names).expect("released");
     assert_eq!(back.len(), 60);
     assert_eq!(back.images, ours.images);

@@ -31,7 +31,9 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
                 train_set.len()
             );
         }
-        train_set = train_set.subset(&(0..limit).collect::<Vec<_>>());
+        // Spread over the set, not the first N: the shared CIFAR-10 files are sorted by
+        // class, so the first images of a class subset such as cat,dog are all cats.
+        train_set = train_set.spread(limit);
     }
     let (model, saved) = checkpoint::load_for_data(&args.model, &train_set, device)?;
     let config = config_from(&args, defaults::construction(dataset, kind))?;
@@ -39,6 +41,7 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
         (dataset == DatasetKind::Synthetic).then(|| crate::commands::synthetic_config(&args.data));
     let mut source = Source::of(&train_set, dataset, classes, split_seed, synthetic);
     source.limit = args.limit;
+    source.limit_spread = args.limit.is_some();
     let model_ref = ModelRef {
         path: args.model.display().to_string(),
         sha256: construct::sha256_file(&ckpt_dir.join(checkpoint::WEIGHTS_FILE))?,

@@ -200,9 +200,19 @@ pub struct Source {
     pub width: usize,
     /// Number of training examples.
     pub train_examples: usize,
-    /// Only the first `limit` training images were used (quick runs).
+    /// Only `limit` training images were used (quick runs): the first `limit`, or with
+    /// `limit_spread` every `len / limit`-th ([`Dataset::spread`]).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// `limit` took images spread evenly over the training set (what `construct --limit` does).
+    /// Absent in older sets, which took the first `limit`; left out of the JSON when false so
+    /// that their identity (`config_id`) is unchanged.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub limit_spread: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Source {
@@ -225,6 +235,7 @@ impl Source {
             width: train.width,
             train_examples: train.len(),
             limit: None,
+            limit_spread: false,
         }
     }
 

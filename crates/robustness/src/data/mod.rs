@@ -87,6 +87,22 @@ impl Dataset {
         self.subset(&(0..n).map(|i| i * len / n).collect::<Vec<_>>())
     }
 
+    /// Indices of the first `per_class` images of every class, class by class (`[a0, a1, b0,
+    /// b1, ...]`; fewer for a class with fewer images): the example grids of the reports, one
+    /// column per class as in the paper's Figure 2a, whatever the order of the files.
+    pub fn first_of_each_class(&self, per_class: usize) -> Vec<usize> {
+        let classes = self
+            .num_classes()
+            .max(self.labels.iter().map(|&l| l + 1).max().unwrap_or(0));
+        let mut taken = vec![Vec::new(); classes];
+        for (i, &label) in self.labels.iter().enumerate() {
+            if taken[label].len() < per_class {
+                taken[label].push(i);
+            }
+        }
+        taken.concat()
+    }
+
     /// A new data set holding the images at `indices`, in that order (repeats allowed).
     ///
     /// # Panics
@@ -656,6 +672,15 @@ mod tests {
         assert_eq!(d.spread(100).len(), 6);
         assert_eq!(d.spread(6).labels, d.labels);
         assert!(d.spread(0).is_empty());
+    }
+
+    #[test]
+    fn first_of_each_class_takes_every_class_in_order() {
+        let mut d = toy();
+        d.labels = vec![2, 0, 2, 1, 0, 2];
+        assert_eq!(d.first_of_each_class(1), vec![1, 3, 0]);
+        assert_eq!(d.first_of_each_class(2), vec![1, 4, 3, 0, 2]);
+        assert!(d.first_of_each_class(0).is_empty());
     }
 
     #[test]
