@@ -235,6 +235,11 @@ pub struct EvalArgs {
     /// Evaluate on N test images spread evenly over the test set (every len/N-th).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Evaluate on a set written by `robustness construct` (its images and labels) instead of
+    /// the test set: e.g. a D_R model on its robust training set and on a robust test set
+    /// (`construct robust --from test`), the paper's Table 8. --limit applies to it.
+    #[arg(long)]
+    pub constructed: Option<PathBuf>,
     /// Folder for the robustness-curve table and plot (with several --eps).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -359,6 +364,11 @@ pub struct ConstructArgs {
     /// Output folder (meta.json + chunks/); rerunning the same command resumes it.
     #[arg(long)]
     pub out: PathBuf,
+    /// Which images to build from: train (the paper's training sets) or test (an evaluation
+    /// set such as the paper's robust test set, Table 8: `eval --constructed DIR`; refused by
+    /// `train`).
+    #[arg(long, value_enum, default_value = "train")]
+    pub from: SplitArg,
     /// Threat model of det/rand: 2 (the paper) or inf.
     #[arg(long, default_value = "2")]
     pub constraint: String,

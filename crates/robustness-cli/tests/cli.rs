@@ -1519,3 +1519,120 @@ fn a_zero_limit_is_refused_before_anything_is_loaded() {
     ]);
     assert_clean_error(&out, "--limit 0");
 }
+
+#[test]
+fn a_set_built_from_the_test_images_is_evaluated_not_trained_on() {
+    // The paper's Table 8: a model on a robust *test* set (construct --from test), evaluated
+    // with eval --constructed; train refuses such a set.
+    let dir = temp_dir("from-test");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let model = dir.join("m");
+    let out = run(&[
+        "train",
+        "--arch",
+        "linear",
+        "--epochs",
+        "1",
+        "--out",
+        &s(&model),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ckpt = s(&model.join("latest"));
+    let set = dir.join("robust-test");
+    let out = run(&[
+        "construct",
+        "robust",
+        "--model",
+        &ckpt,
+        "--from",
+        "test",
+        "--limit",
+        "30",
+        "--steps",
+        "3",
+        "--step-size",
+        "0.5",
+        "--out",
+        &s(&set),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (meta, built) = robustness::construct::store::load(&set).expect("the set");
+    assert!(meta.source.from_test);
+    assert_eq!(built.len(), 30);
+    // Labels are those of 30 test images spread over the model's test split (seed 0).
+    let test = robustness::data::digits::load(0).expect("digits").test;
+    assert_eq!(built.labels, test.spread(30).labels);
+
+    let out = run(&[
+        "eval",
+        "--checkpoint",
+        &ckpt,
+        "--constructed",
+        &s(&set),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["examples"], 30);
+    let acc = v["test_accuracy"].as_f64().expect("accuracy");
+    let out = run(&[
+        "eval",
+        "--checkpoint",
+        &ckpt,
+        "--constructed",
+        &s(&set),
+        "--limit",
+        "10",
+        "--attack",
+        "pgd",
+        "--eps",
+        "1",
+        "--steps",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json_of(&out);
+    assert_eq!(r["examples"], 10);
+    assert!(
+        r["robust_accuracy"].as_f64().expect("robust")
+            <= r["clean_accuracy"].as_f64().expect("clean")
+    );
+    // The same images through the library agree with the command's clean accuracy.
+    let device = robustness::Device::flex();
+    let (m, _) =
+        robustness::train::checkpoint::load_for_data(&model.join("latest"), &built, &device)
+            .expect("model");
+    let direct = robustness::eval::evaluate(&m, &built, 256, &device);
+    assert!(
+        (direct.accuracy - acc).abs() < 1e-9,
+        "{} vs {acc}",
+        direct.accuracy
+    );
+
+    let out = run(&[
+        "train",
+        "--dataset",
+        &format!("constructed:{}", s(&set)),
+        "--out",
+        &s(&dir.join("t")),
+    ]);
+    assert_clean_error(&out, "built from the test images");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,7 @@
 //! `robustness construct` (D_det, D_rand, D_R, D_NR from a checkpoint) and `robustness merge`
 //! (join the shards of one construction).
 
-use crate::cli::{ConstructArgs, MergeArgs};
+use crate::cli::{ConstructArgs, MergeArgs, SplitArg};
 use crate::commands::{load_data, override_steps, print_json, start_of};
 use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
@@ -23,11 +23,13 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     // The model's own split (the embedded digits' split depends on the training seed).
     let split_seed = saved.seed;
     let (dataset, split, classes) = load_data(&args.data, split_seed)?;
-    let mut train_set = split.train;
+    let from_test = matches!(args.from, SplitArg::Test);
+    let mut train_set = if from_test { split.test } else { split.train };
     if let Some(limit) = args.limit {
         if limit == 0 || limit > train_set.len() {
             bail!(
-                "--limit {limit}: the training set has {} images",
+                "--limit {limit}: the {} set has {} images",
+                if from_test { "test" } else { "training" },
                 train_set.len()
             );
         }
@@ -42,6 +44,7 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     let mut source = Source::of(&train_set, dataset, classes, split_seed, synthetic);
     source.limit = args.limit;
     source.limit_spread = args.limit.is_some();
+    source.from_test = from_test;
     let model_ref = ModelRef {
         path: args.model.display().to_string(),
         sha256: construct::sha256_file(&ckpt_dir.join(checkpoint::WEIGHTS_FILE))?,

@@ -8,7 +8,7 @@ use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use robustness::attack::{self, AttackConfig, AttackKind, RobustCounts, RobustReport};
-use robustness::construct::{self, Shard};
+use robustness::construct::{self, Shard, store};
 use robustness::data::Dataset;
 use robustness::{Classifier, eval, report, train};
 use serde::{Deserialize, Serialize};
@@ -23,8 +23,19 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
     }
     let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&args.checkpoint)?)?;
     let seed = args.seed.unwrap_or(saved.seed);
-    let (_, split, _) = load_data(&args.data, seed)?;
-    let mut test = split.test;
+    let mut test = match &args.constructed {
+        Some(dir) => {
+            if args.data.classes.is_some() {
+                bail!(
+                    "--classes does not apply to --constructed (the set keeps the classes it was built with)"
+                );
+            }
+            let (_, set) = store::load(dir)
+                .with_context(|| format!("loading the constructed set {}", dir.display()))?;
+            set
+        }
+        None => load_data(&args.data, seed)?.1.test,
+    };
     if let Some(limit) = args.limit {
         test = test.spread(limit);
     }
@@ -47,15 +58,16 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
             "epochs": meta.epoch,
             "seconds": seconds,
             "checkpoint": args.checkpoint,
+            "constructed": args.constructed,
             "arch": meta.spec.arch,
         }));
     }
     outln!(
-        "{} (epoch {}) on {} {} test images: accuracy {:.2}%",
+        "{} (epoch {}) on {} {}: accuracy {:.2}%",
         meta.spec.arch,
         meta.epoch,
         report.examples,
-        meta.dataset,
+        images_name(&args, &meta.dataset.to_string()),
         100.0 * report.accuracy
     );
     outln!("\n| class | accuracy |\n|---|---|");
@@ -208,11 +220,12 @@ fn robust(
             "examples": first.examples,
             "seconds": seconds,
             "checkpoint": args.checkpoint,
+            "constructed": args.constructed,
             "curve": entries,
         }));
     }
     outln!(
-        "{kind:?} L{} ({} steps, step size rule {}), {} test images:\n\n{table}",
+        "{kind:?} L{} ({} steps, step size rule {}), {} {}:\n\n{table}",
         config.constraint,
         config.steps,
         if config.step_size.is_some() {
@@ -220,9 +233,19 @@ fn robust(
         } else {
             "2.5 eps/steps"
         },
-        first.examples
+        first.examples,
+        images_name(args, "")
     );
     Ok(())
+}
+
+/// What the images are, for the summaries: `{dataset} test images` or `images of DIR`.
+fn images_name(args: &EvalArgs, dataset: &str) -> String {
+    match &args.constructed {
+        Some(dir) => format!("images of {}", dir.display()),
+        None if dataset.is_empty() => "test images".to_string(),
+        None => format!("{dataset} test images"),
+    }
 }
 
 /// One shard's part of a robust evaluation: everything that must agree between the parts, and
@@ -278,6 +301,7 @@ fn shard(
             "weights_sha256": sha,
             "dataset": args.data.dataset,
             "classes": args.data.classes,
+            "constructed": args.constructed,
             "examples": test.len(),
             "attack": kind,
             "configs": configs,

@@ -79,6 +79,12 @@ fn constructed(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
         return released_set(dir, args);
     }
     let (meta, train_set) = store::load(dir)?;
+    if meta.source.from_test {
+        anyhow::bail!(
+            "{} was built from the test images (construct --from test): it is an evaluation set (eval --constructed DIR), not a training set",
+            dir.display()
+        );
+    }
     let test = load_source_test(&meta.source, args.data.data.as_deref())?;
     let mut config = defaults::for_constructed(meta.source.dataset, meta.config.kind);
     config.classes = meta.source.classes.clone();

@@ -209,6 +209,11 @@ pub struct Source {
     /// that their identity (`config_id`) is unchanged.
     #[serde(default, skip_serializing_if = "is_false")]
     pub limit_spread: bool,
+    /// Built from the test images instead of the training images (`construct --from test`: an
+    /// evaluation set such as the paper's robust test set, Table 8; never trained on). Left
+    /// out of the JSON when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub from_test: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -236,6 +241,7 @@ impl Source {
             train_examples: train.len(),
             limit: None,
             limit_spread: false,
+            from_test: false,
         }
     }
 
@@ -251,9 +257,10 @@ impl Source {
 
     /// e.g. `cifar10 [cat, dog]`.
     pub fn describe(&self) -> String {
+        let split = if self.from_test { " test images" } else { "" };
         match &self.classes {
-            Some(c) => format!("{} [{}]", self.dataset, c.join(", ")),
-            None => self.dataset.to_string(),
+            Some(c) => format!("{} [{}]{split}", self.dataset, c.join(", ")),
+            None => format!("{}{split}", self.dataset),
         }
     }
 }
