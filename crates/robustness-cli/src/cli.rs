@@ -395,6 +395,10 @@ pub struct ConstructArgs {
     /// even when the files are sorted by class).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// With --limit: the first N images instead, e.g. the 10,000 that `reproduce cifar10
+    /// --scale quick` trains its models on.
+    #[arg(long, requires = "limit")]
+    pub limit_first: bool,
     /// Examples attacked together.
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,

@@ -1263,6 +1263,30 @@ fn constructed_sets_export_to_the_released_layout() {
         train.labels[..60].to_vec(),
         "the first 60 would not test the spread"
     );
+    // --limit-first: the first 60, recorded without limit_spread.
+    let first = dir.join("det-first");
+    let out = run(&[
+        "construct",
+        "det",
+        "--model",
+        &s(&model.join("latest")),
+        "--steps",
+        "5",
+        "--limit",
+        "60",
+        "--limit-first",
+        "--out",
+        &s(&first),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (meta_first, ours_first) = robustness::construct::store::load(&first).expect("first");
+    assert!(!meta_first.source.limit_spread);
+    let expected: Vec<usize> = train.labels[..60].iter().map(|y| (y + 1) % 10).collect();
+    assert_eq!(ours_first.labels, expected);
     let back = robustness::interop::released::load(&released, &ours.class_names).expect("released");
     assert_eq!(back.len(), 60);
     assert_eq!(back.images, ours.images);

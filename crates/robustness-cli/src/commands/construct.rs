@@ -33,9 +33,13 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
                 train_set.len()
             );
         }
-        // Spread over the set, not the first N: the shared CIFAR-10 files are sorted by
-        // class, so the first images of a class subset such as cat,dog are all cats.
-        train_set = train_set.spread(limit);
+        // Spread over the set unless asked for the first N: the shared CIFAR-10 files are
+        // sorted by class, so the first images of a class subset such as cat,dog are all cats.
+        train_set = if args.limit_first {
+            train_set.subset(&(0..limit).collect::<Vec<_>>())
+        } else {
+            train_set.spread(limit)
+        };
     }
     let (model, saved) = checkpoint::load_for_data(&args.model, &train_set, device)?;
     let config = config_from(&args, defaults::construction(dataset, kind))?;
@@ -43,7 +47,7 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
         (dataset == DatasetKind::Synthetic).then(|| crate::commands::synthetic_config(&args.data));
     let mut source = Source::of(&train_set, dataset, classes, split_seed, synthetic);
     source.limit = args.limit;
-    source.limit_spread = args.limit.is_some();
+    source.limit_spread = args.limit.is_some() && !args.limit_first;
     source.from_test = from_test;
     let model_ref = ModelRef {
         path: args.model.display().to_string(),
