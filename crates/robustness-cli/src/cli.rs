@@ -195,6 +195,10 @@ pub struct TrainArgs {
     /// Turn off training-time augmentation (random crop + flip).
     #[arg(long)]
     pub no_augment: bool,
+    /// Turn on training-time augmentation where the defaults leave it off (e.g. D_det, whose
+    /// Table 3 recipe has none).
+    #[arg(long, conflicts_with = "no_augment")]
+    pub augment: bool,
     /// PGD adversarial training (Madry et al. 2018) with the attack flags below.
     #[arg(long)]
     pub adv_train: bool,

@@ -253,6 +253,11 @@ fn a_diverging_run_stops_with_a_clear_error_naming_epoch_and_batch() {
     ]);
     assert_clean_error(&res, "non-finite loss");
     assert_clean_error(&res, "epoch 1, batch");
+    // Crop + flip is for natural images: refused on digits, before any training.
+    let res = run(&["train", "--dataset", "digits", "--augment", "--out", &out]);
+    assert_clean_error(&res, "--augment");
+    let res = run(&["train", "--augment", "--no-augment", "--out", &out]);
+    assert_clean_error(&res, "cannot be used with");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -185,6 +185,15 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
     if args.no_augment {
         config.augment = false;
     }
+    if args.augment {
+        if config.dataset != DatasetKind::Cifar10 {
+            anyhow::bail!(
+                "--augment (random crop + flip) applies to CIFAR-10 images only, not {} (a flip changes a digit)",
+                config.dataset
+            );
+        }
+        config.augment = true;
+    }
     if args.adv_train {
         let constraint = constraint_of(&args.attack)?;
         if args.attack.eps.len() > 1 {
