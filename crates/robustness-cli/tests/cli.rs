@@ -1665,3 +1665,63 @@ fn a_set_built_from_the_test_images_is_evaluated_not_trained_on() {
     assert_clean_error(&out, "built from the test images");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reproduce_toy_keeps_only_the_robust_feature_in_d_r_and_robustifies() {
+    // The theory's prediction on the synthetic feature model (Tsipras et al.): D_R carries the
+    // robust feature's signal and not the non-robust ones', and a standard model trained on it
+    // is as robust as adversarial training; D_NR and D are not robust.
+    let dir = temp_dir("reproduce-toy");
+    let out = dir.join("r");
+    let result = json_of(&run(&[
+        "reproduce",
+        "toy",
+        "--scale",
+        "quick",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ]));
+    let rows = result["rows"].as_array().expect("rows").clone();
+    let row = |set: &str| -> Value {
+        rows.iter()
+            .find(|r| r["train_set"] == set)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {set} row: {rows:?}"))
+    };
+    let robust = |set: &str| row(set)["robust_accuracy"][0][1].as_f64().expect("robust");
+    let signal = |set: &str, k: usize| row(set)["feature_signal"][k].as_f64().expect("signal");
+    // D carries both signals; D_R only the robust one, D_NR both.
+    assert!(
+        signal("D", 1) > 0.5,
+        "D non-robust signal {}",
+        signal("D", 1)
+    );
+    assert!(
+        signal("D_R", 0) > 0.8,
+        "D_R robust signal {}",
+        signal("D_R", 0)
+    );
+    assert!(
+        signal("D_R", 1).abs() < 0.1,
+        "D_R non-robust signal {}",
+        signal("D_R", 1)
+    );
+    assert!(
+        signal("D_NR", 1) > 0.5,
+        "D_NR non-robust signal {}",
+        signal("D_NR", 1)
+    );
+    // Robustification without adversarial training.
+    assert!(
+        robust("D_R") > robust("D") + 0.3,
+        "D_R {} D {}",
+        robust("D_R"),
+        robust("D")
+    );
+    assert!(robust("D_R") > robust("D_NR") + 0.3);
+    assert!(robust("D (adversarial training)") > 0.9);
+    // Relabelled images: D_rand's model still learns the true classes.
+    assert!(row("D_rand")["test_accuracy"].as_f64().expect("acc") > 0.9);
+    let _ = std::fs::remove_dir_all(dir);
+}
