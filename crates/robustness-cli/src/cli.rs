@@ -458,11 +458,12 @@ impl Scale {
 
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
-    /// digits (embedded data, a minute), catdog (CIFAR-10 cats vs dogs), cifar10.
+    /// digits (embedded data, a minute), toy (the synthetic feature model), catdog or cats-dogs
+    /// (CIFAR-10 cats vs dogs), cifar10.
     #[arg(default_value = "digits")]
     pub experiment: String,
-    /// quick or full.
-    #[arg(long, value_enum, default_value = "full")]
+    /// quick (CPU-sized, the default) or full (the paper's settings; for cifar10 a GPU).
+    #[arg(long, value_enum, default_value = "quick")]
     pub scale: Scale,
     /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data).
     #[arg(long)]
@@ -478,8 +479,10 @@ pub struct ReproduceArgs {
     pub robust_source: Option<PathBuf>,
     /// Constructed sets to build and train on: det, rand (non-robust features suffice), robust,
     /// nonrobust (robust features; adds the robust model and robust-accuracy evaluations).
-    #[arg(long, default_value = "det,rand,robust,nonrobust")]
-    pub sets: String,
+    /// Default: det,rand for catdog (adversarial training of the small CNN collapses on cats vs
+    /// dogs, so D_R has nothing to invert), all four otherwise.
+    #[arg(long)]
+    pub sets: Option<String>,
     /// Seed of the trainings.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -1725,3 +1725,28 @@ fn reproduce_toy_keeps_only_the_robust_feature_in_d_r_and_robustifies() {
     assert!(row("D_rand")["test_accuracy"].as_f64().expect("acc") > 0.9);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn reproduce_names_its_experiments_and_refuses_unknown_ones() {
+    let dir = temp_dir("reproduce-names");
+    let out = dir.join("r").to_string_lossy().into_owned();
+    assert_clean_error(
+        &run(&["reproduce", "imagenet", "--out", &out]),
+        "unknown experiment",
+    );
+    // `cats-dogs` (the issue's name) is `catdog`: it gets as far as loading CIFAR-10.
+    let empty = dir.join("no-data");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let res = run(&[
+        "reproduce",
+        "cats-dogs",
+        "--data",
+        &empty.to_string_lossy(),
+        "--out",
+        &out,
+    ]);
+    assert_clean_error(&res, "cifar");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(!stderr.contains("unknown experiment"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
