@@ -20,6 +20,29 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run robustness")
 }
 
+/// Runs a command that must succeed (the failure shows its stderr).
+fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "robustness {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Trains a linear model on the embedded digits for `epochs` epochs into `out`; returns the
+/// path of its `latest` checkpoint.
+fn train_linear_digits(out: &Path, epochs: u32) -> String {
+    let epochs = epochs.to_string();
+    let dir = out.to_str().expect("utf-8 path");
+    run_ok(&[
+        "train", "--arch", "linear", "--epochs", &epochs, "--out", dir,
+    ]);
+    out.join("latest").to_string_lossy().into_owned()
+}
+
 fn json_of(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -630,7 +653,7 @@ fn construction_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn construct_resumes_after_kill_9_and_shards_merge_to_the_same_bytes() {
     let dir = temp_dir("construct");
     let model = dir.join("std");
-    let out = run(&[
+    run_ok(&[
         "train",
         "--arch",
         "mlp",
@@ -639,11 +662,6 @@ fn construct_resumes_after_kill_9_and_shards_merge_to_the_same_bytes() {
         "--out",
         model.to_str().expect("utf-8"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let ckpt = model.join("latest");
     let ckpt = ckpt.to_str().expect("utf-8");
     let args = |out: &Path, extra: &[&str]| -> Vec<String> {
@@ -884,7 +902,7 @@ fn transfer_reports_rates_per_target_and_draws_figure_3() {
     let dir = temp_dir("transfer");
     let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
     for (arch, out) in [("linear", "src"), ("mlp", "mlp")] {
-        let o = run(&[
+        run_ok(&[
             "train",
             "--arch",
             arch,
@@ -893,9 +911,8 @@ fn transfer_reports_rates_per_target_and_draws_figure_3() {
             "--out",
             &path(out),
         ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let o = run(&[
+    run_ok(&[
         "construct",
         "det",
         "--model",
@@ -905,9 +922,8 @@ fn transfer_reports_rates_per_target_and_draws_figure_3() {
         "--out",
         &path("det"),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (arch, out) in [("linear", "det-linear"), ("mlp", "det-mlp")] {
-        let o = run(&[
+        run_ok(&[
             "train",
             "--arch",
             arch,
@@ -918,7 +934,6 @@ fn transfer_reports_rates_per_target_and_draws_figure_3() {
             "--out",
             &path(out),
         ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let result = json_of(&run(&[
         "transfer",
@@ -968,16 +983,7 @@ fn transfer_reports_rates_per_target_and_draws_figure_3() {
 fn sharded_robust_evaluation_adds_up_to_the_unsharded_one() {
     let dir = temp_dir("eval-shards");
     let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
-    let o = run(&[
-        "train",
-        "--arch",
-        "linear",
-        "--epochs",
-        "5",
-        "--out",
-        &path("m"),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    train_linear_digits(&dir.join("m"), 5);
     let eval = |extra: &[&str]| {
         let mut a = vec![
             "eval",
@@ -1106,7 +1112,7 @@ fn import_export_and_predict_round_trip_through_pytorch_files() {
         "--json",
     ]));
     let b = dir.join("b");
-    let out = run(&[
+    run_ok(&[
         "import",
         "--from",
         "pytorch",
@@ -1118,15 +1124,10 @@ fn import_export_and_predict_round_trip_through_pytorch_files() {
         "--out",
         &s(&b),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     for (ckpt, name) in [(&a, "a.pt"), (&b, "b.pt")] {
         let logits = dir.join(name);
-        let out = run(&[
+        run_ok(&[
             "predict",
             "--checkpoint",
             &s(ckpt),
@@ -1135,11 +1136,6 @@ fn import_export_and_predict_round_trip_through_pytorch_files() {
             "--out",
             &s(&logits),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let ours = read_logits(&logits);
         let worst = ours
             .iter()
@@ -1203,27 +1199,13 @@ fn import_export_and_predict_round_trip_through_pytorch_files() {
 fn constructed_sets_export_to_the_released_layout() {
     let dir = temp_dir("export-dataset");
     let s = |p: &Path| p.to_str().expect("utf-8").to_string();
-    let model = dir.join("std");
-    let out = run(&[
-        "train",
-        "--arch",
-        "linear",
-        "--epochs",
-        "1",
-        "--out",
-        &s(&model),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let model = train_linear_digits(&dir.join("std"), 1);
     let set = dir.join("det");
-    let out = run(&[
+    run_ok(&[
         "construct",
         "det",
         "--model",
-        &s(&model.join("latest")),
+        &model,
         "--steps",
         "5",
         "--limit",
@@ -1231,13 +1213,8 @@ fn constructed_sets_export_to_the_released_layout() {
         "--out",
         &s(&set),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let released = dir.join("ddet_digits");
-    let out = run(&[
+    run_ok(&[
         "export-dataset",
         &s(&set),
         "--out",
@@ -1245,11 +1222,6 @@ fn constructed_sets_export_to_the_released_layout() {
         "--chunk",
         "25",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (meta, ours) = robustness::construct::store::load(&set).expect("our set");
     // --limit 60 takes every len/60-th training image (the model's split, seed 0), not the
     // first 60: D_det's labels are those images' labels plus one.
@@ -1270,11 +1242,11 @@ fn constructed_sets_export_to_the_released_layout() {
     );
     // --limit-first: the first 60, recorded without limit_spread.
     let first = dir.join("det-first");
-    let out = run(&[
+    run_ok(&[
         "construct",
         "det",
         "--model",
-        &s(&model.join("latest")),
+        &model,
         "--steps",
         "5",
         "--limit",
@@ -1283,11 +1255,6 @@ fn constructed_sets_export_to_the_released_layout() {
         "--out",
         &s(&first),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (meta_first, ours_first) = robustness::construct::store::load(&first).expect("first");
     assert!(!meta_first.source.limit_spread);
     let expected: Vec<usize> = train.labels[..60].iter().map(|y| (y + 1) % 10).collect();
@@ -1556,23 +1523,9 @@ fn a_set_built_from_the_test_images_is_evaluated_not_trained_on() {
     let dir = temp_dir("from-test");
     let s = |p: &Path| p.to_str().expect("utf-8").to_string();
     let model = dir.join("m");
-    let out = run(&[
-        "train",
-        "--arch",
-        "linear",
-        "--epochs",
-        "1",
-        "--out",
-        &s(&model),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ckpt = s(&model.join("latest"));
+    let ckpt = train_linear_digits(&model, 1);
     let set = dir.join("robust-test");
-    let out = run(&[
+    run_ok(&[
         "construct",
         "robust",
         "--model",
@@ -1588,11 +1541,6 @@ fn a_set_built_from_the_test_images_is_evaluated_not_trained_on() {
         "--out",
         &s(&set),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (meta, built) = robustness::construct::store::load(&set).expect("the set");
     assert!(meta.source.from_test);
     assert_eq!(built.len(), 30);
@@ -1600,7 +1548,7 @@ fn a_set_built_from_the_test_images_is_evaluated_not_trained_on() {
     let test = robustness::data::digits::load(0).expect("digits").test;
     assert_eq!(built.labels, test.spread(30).labels);
 
-    let out = run(&[
+    let out = run_ok(&[
         "eval",
         "--checkpoint",
         &ckpt,
@@ -1608,15 +1556,10 @@ fn a_set_built_from_the_test_images_is_evaluated_not_trained_on() {
         &s(&set),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let v = json_of(&out);
     assert_eq!(v["examples"], 30);
     let acc = v["test_accuracy"].as_f64().expect("accuracy");
-    let out = run(&[
+    let out = run_ok(&[
         "eval",
         "--checkpoint",
         &ckpt,
@@ -1632,11 +1575,6 @@ fn a_set_built_from_the_test_images_is_evaluated_not_trained_on() {
         "3",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let r = json_of(&out);
     assert_eq!(r["examples"], 10);
     assert!(

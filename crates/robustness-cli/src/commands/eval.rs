@@ -67,7 +67,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
         meta.spec.arch,
         meta.epoch,
         report.examples,
-        images_name(&args, &meta.dataset.to_string()),
+        images_name(&args, Some(&meta.dataset.to_string())),
         100.0 * report.accuracy
     );
     outln!("\n| class | accuracy |\n|---|---|");
@@ -234,17 +234,17 @@ fn robust(
             "2.5 eps/steps"
         },
         first.examples,
-        images_name(args, "")
+        images_name(args, None)
     );
     Ok(())
 }
 
 /// What the images are, for the summaries: `{dataset} test images` or `images of DIR`.
-fn images_name(args: &EvalArgs, dataset: &str) -> String {
-    match &args.constructed {
-        Some(dir) => format!("images of {}", dir.display()),
-        None if dataset.is_empty() => "test images".to_string(),
-        None => format!("{dataset} test images"),
+fn images_name(args: &EvalArgs, dataset: Option<&str>) -> String {
+    match (&args.constructed, dataset) {
+        (Some(dir), _) => format!("images of {}", dir.display()),
+        (None, Some(dataset)) => format!("{dataset} test images"),
+        (None, None) => "test images".to_string(),
     }
 }
 
