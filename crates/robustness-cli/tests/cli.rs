@@ -1200,19 +1200,26 @@ fn constructed_sets_export_to_the_released_layout() {
     let dir = temp_dir("export-dataset");
     let s = |p: &Path| p.to_str().expect("utf-8").to_string();
     let model = train_linear_digits(&dir.join("std"), 1);
+    // D_det of 60 training images, 5 steps; `extra` flags added.
+    let construct_det = |out: &Path, extra: &[&str]| {
+        let out = s(out);
+        let mut args = vec![
+            "construct",
+            "det",
+            "--model",
+            &model,
+            "--steps",
+            "5",
+            "--limit",
+            "60",
+            "--out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        run_ok(&args);
+    };
     let set = dir.join("det");
-    run_ok(&[
-        "construct",
-        "det",
-        "--model",
-        &model,
-        "--steps",
-        "5",
-        "--limit",
-        "60",
-        "--out",
-        &s(&set),
-    ]);
+    construct_det(&set, &[]);
     let released = dir.join("ddet_digits");
     run_ok(&[
         "export-dataset",
@@ -1242,19 +1249,7 @@ fn constructed_sets_export_to_the_released_layout() {
     );
     // --limit-first: the first 60, recorded without limit_spread.
     let first = dir.join("det-first");
-    run_ok(&[
-        "construct",
-        "det",
-        "--model",
-        &model,
-        "--steps",
-        "5",
-        "--limit",
-        "60",
-        "--limit-first",
-        "--out",
-        &s(&first),
-    ]);
+    construct_det(&first, &["--limit-first"]);
     let (meta_first, ours_first) = robustness::construct::store::load(&first).expect("first");
     assert!(!meta_first.source.limit_spread);
     let expected: Vec<usize> = train.labels[..60].iter().map(|y| (y + 1) % 10).collect();
