@@ -224,6 +224,122 @@ mod tests {
         }
     }
 
+    /// Deterministic values in [-1, 1) with a few exact ties (multiples of 1/8).
+    fn values(n: usize, salt: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 + salt * 11) % 16) as f32 / 8.0 - 1.0)
+            .collect()
+    }
+
+    // The CPU backend's conv weight gradient is our kernel (vendor/burn-flex): check it
+    // against the definition, with stride, padding, dilation and groups.
+    #[test]
+    fn conv_weight_gradient_matches_its_definition() {
+        use burn::tensor::module::conv2d;
+        use burn::tensor::ops::ConvOptions;
+        let device = Device::flex().autodiff();
+        // (batch, c_in, h, w, c_out, kernel, stride, padding, dilation, groups)
+        let cases = [
+            (2, 3, 6, 5, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (3, 2, 7, 8, 2, [3, 2], [2, 3], [0, 1], [1, 1], 1),
+            (2, 4, 8, 7, 6, [3, 3], [1, 2], [2, 1], [2, 1], 2),
+        ];
+        for (n, ci, h, w, co, k, stride, pad, dil, groups) in cases {
+            let oh = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) / stride[0] + 1;
+            let ow = (w + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) / stride[1] + 1;
+            let cig = ci / groups;
+            let (xv, wv, gv) = (
+                values(n * ci * h * w, 1),
+                values(co * cig * k[0] * k[1], 2),
+                values(n * co * oh * ow, 3),
+            );
+            let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, ci, h, w]), &device);
+            let weight =
+                Tensor::<4>::from_data(TensorData::new(wv, [co, cig, k[0], k[1]]), &device)
+                    .require_grad();
+            let g = Tensor::<4>::from_data(TensorData::new(gv.clone(), [n, co, oh, ow]), &device);
+            let y = conv2d(
+                x,
+                weight.clone(),
+                None,
+                ConvOptions::new(stride, pad, dil, groups),
+            );
+            assert_eq!(y.dims(), [n, co, oh, ow]);
+            let grads = (y * g).sum().backward();
+            let got = crate::tensors::to_vec(weight.grad(&grads).expect("weight gradient"));
+            let mut want = vec![0.0f64; co * cig * k[0] * k[1]];
+            for b in 0..n {
+                for o in 0..co {
+                    let group = o / (co / groups);
+                    for c in 0..cig {
+                        for (kh, kw) in (0..k[0]).flat_map(|a| (0..k[1]).map(move |b| (a, b))) {
+                            for (y, x) in (0..oh).flat_map(|a| (0..ow).map(move |b| (a, b))) {
+                                let ih = (y * stride[0] + kh * dil[0]) as isize - pad[0] as isize;
+                                let iw = (x * stride[1] + kw * dil[1]) as isize - pad[1] as isize;
+                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * ci + group * cig + c) * h + ih as usize) * w
+                                    + iw as usize;
+                                let gi = ((b * co + o) * oh + y) * ow + x;
+                                want[((o * cig + c) * k[0] + kh) * k[1] + kw] +=
+                                    f64::from(xv[xi]) * f64::from(gv[gi]);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (f64::from(*a) - b).abs() < 1e-4,
+                    "case {n}x{ci}x{h}x{w} -> {co}, k {k:?}, stride {stride:?}, pad {pad:?}, dilation {dil:?}, groups {groups}: element {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    // The 2x2 / stride-2 max pooling is our kernel too: values, NaN propagation, odd sizes
+    // (the last row / column is dropped) and the gradient going to the first maximum.
+    #[test]
+    fn max_pool_2x2_matches_its_definition() {
+        use burn::tensor::module::max_pool2d;
+        use burn::tensor::ops::MaxPoolOptions;
+        let device = Device::flex().autodiff();
+        let (n, c, h, w) = (2, 3, 5, 7);
+        let mut xv = values(n * c * h * w, 4);
+        xv[9] = f32::NAN; // image 0, channel 0, row 1, column 2
+        let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &device)
+            .require_grad();
+        let y = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]).with_stride([2, 2]));
+        let (oh, ow) = (h / 2, w / 2);
+        assert_eq!(y.dims(), [n, c, oh, ow]);
+        let got = crate::tensors::to_vec(y.clone());
+        let grads = y.sum().backward();
+        let gx = crate::tensors::to_vec(x.grad(&grads).expect("input gradient"));
+        let mut want_grad = vec![0.0f32; xv.len()];
+        for p in 0..n * c {
+            for (i, j) in (0..oh).flat_map(|a| (0..ow).map(move |b| (a, b))) {
+                let window = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .map(|(a, b)| p * h * w + (2 * i + a) * w + 2 * j + b);
+                let mut best = window[0];
+                for &k in &window[1..] {
+                    if xv[k] > xv[best] || xv[k].is_nan() {
+                        best = k;
+                    }
+                }
+                let out = got[(p * oh + i) * ow + j];
+                if xv[best].is_nan() {
+                    assert!(out.is_nan(), "window {p} {i} {j}: NaN must propagate");
+                } else {
+                    assert_eq!(out, xv[best], "window {p} {i} {j}");
+                }
+                want_grad[best] += 1.0;
+            }
+        }
+        assert_eq!(gx, want_grad);
+    }
+
     #[test]
     fn resnet50_features_are_2048_wide() {
         let device = Device::flex();

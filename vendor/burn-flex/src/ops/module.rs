@@ -2,7 +2,7 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{conv, conv_transpose, conv_weight_grad, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -72,6 +72,46 @@ impl ModuleOps<Flex> for Flex {
             DType::F16 => conv::conv2d_f16(x, weight, bias, &options),
             DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
             dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
+        }
+    }
+
+    // robustness patch: a native weight gradient instead of Burn's default (a convolution of
+    // the batch-swapped input with the batch-swapped output gradient).
+    fn conv2d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        let weight_shape = weight.layout().shape().clone();
+        match x.dtype() {
+            DType::F32 => {
+                conv_weight_grad::conv2d_weight_grad::<f32>(x, &weight_shape, output_grad, &options)
+            }
+            DType::F64 => {
+                conv_weight_grad::conv2d_weight_grad::<f64>(x, &weight_shape, output_grad, &options)
+            }
+            DType::F16 => {
+                use burn_std::f16;
+                let grad = conv_weight_grad::conv2d_weight_grad::<f32>(
+                    cast_to_f32(x, f16::to_f32),
+                    &weight_shape,
+                    cast_to_f32(output_grad, f16::to_f32),
+                    &options,
+                );
+                cast_from_f32(grad, f16::from_f32)
+            }
+            DType::BF16 => {
+                use burn_std::bf16;
+                let grad = conv_weight_grad::conv2d_weight_grad::<f32>(
+                    cast_to_f32(x, bf16::to_f32),
+                    &weight_shape,
+                    cast_to_f32(output_grad, bf16::to_f32),
+                    &options,
+                );
+                cast_from_f32(grad, bf16::from_f32)
+            }
+            dtype => panic!("conv2d_weight_backward: unsupported dtype {:?}", dtype),
         }
     }
 

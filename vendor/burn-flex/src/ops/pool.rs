@@ -430,6 +430,80 @@ pub fn max_pool3d_bf16(
 // Max Pool 2D - delegates to 3D
 // ============================================================================
 
+/// 2x2 max pooling with stride 2, no padding, no dilation, floor mode (robustness patch).
+///
+/// Same results as the generic kernel: the window is scanned row by row, the first maximum
+/// wins a tie, and a NaN always wins (the last NaN of the window), so it propagates as in
+/// PyTorch. Indices are flat positions within the input plane (`ih * in_w + iw`).
+fn max_pool2d_2x2_f32(x: FlexTensor) -> (FlexTensor, FlexTensor) {
+    let x = x.to_contiguous();
+    let shape = x.layout().shape();
+    let (planes, in_h, in_w) = (shape[0] * shape[1], shape[2], shape[3]);
+    let (out_h, out_w) = (in_h / 2, in_w / 2);
+    let (n, c) = (shape[0], shape[1]);
+    let x_data: &[f32] = x.storage();
+    let plane_out = out_h * out_w;
+    let mut output = vec![0.0f32; planes * plane_out];
+    let mut indices = vec![0i64; planes * plane_out];
+
+    let pool_plane = |p: usize, out: &mut [f32], idx: &mut [i64]| {
+        let src = &x_data[p * in_h * in_w..(p + 1) * in_h * in_w];
+        for oh in 0..out_h {
+            let r0 = 2 * oh * in_w;
+            let r1 = r0 + in_w;
+            let out_row = &mut out[oh * out_w..(oh + 1) * out_w];
+            let idx_row = &mut idx[oh * out_w..(oh + 1) * out_w];
+            for ow in 0..out_w {
+                let c0 = 2 * ow;
+                let mut best = src[r0 + c0];
+                let mut best_i = r0 + c0;
+                for i in [r0 + c0 + 1, r1 + c0, r1 + c0 + 1] {
+                    let v = src[i];
+                    if v > best || v.is_nan() {
+                        best = v;
+                        best_i = i;
+                    }
+                }
+                out_row[ow] = best;
+                idx_row[ow] = best_i as i64;
+            }
+        }
+    };
+
+    if plane_out > 0 {
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            output
+                .par_chunks_mut(plane_out)
+                .zip(indices.par_chunks_mut(plane_out))
+                .enumerate()
+                .for_each(|(p, (out, idx))| pool_plane(p, out, idx));
+        }
+        #[cfg(not(feature = "rayon"))]
+        for (p, (out, idx)) in output
+            .chunks_mut(plane_out)
+            .zip(indices.chunks_mut(plane_out))
+            .enumerate()
+        {
+            pool_plane(p, out, idx);
+        }
+    }
+
+    let out_shape = Shape::from(vec![n, c, out_h, out_w]);
+    let output_tensor = FlexTensor::new(
+        Bytes::from_elems(output),
+        Layout::contiguous(out_shape.clone()),
+        DType::F32,
+    );
+    let indices_tensor = FlexTensor::new(
+        Bytes::from_elems(indices),
+        Layout::contiguous(out_shape),
+        DType::I64,
+    );
+    (output_tensor, indices_tensor)
+}
+
 /// 2D max pooling with indices for f32.
 pub fn max_pool2d_with_indices_f32(
     x: FlexTensor,
@@ -439,6 +513,16 @@ pub fn max_pool2d_with_indices_f32(
     dilation: [usize; 2],
     ceil_mode: bool,
 ) -> (FlexTensor, FlexTensor) {
+    // robustness patch: the 2x2 / stride 2 window of most CNNs gets a direct kernel.
+    if kernel_size == [2, 2]
+        && stride == [2, 2]
+        && padding == [0, 0]
+        && dilation == [1, 1]
+        && x.layout().shape().len() == 4
+        && (!ceil_mode || (x.layout().shape()[2] % 2 == 0 && x.layout().shape()[3] % 2 == 0))
+    {
+        return max_pool2d_2x2_f32(x);
+    }
     let x_3d = expand_2d_to_3d(&x);
     let (output, indices) = max_pool3d_with_indices_f32(
         x_3d,

@@ -1,0 +1,351 @@
+//! Native weight gradient of 2D convolution (robustness patch).
+//!
+//! Burn's default `conv2d_weight_backward` swaps the batch and channel axes and runs a
+//! convolution whose kernel is the whole output gradient: a skinny product that the im2col
+//! path handles badly. Here, for each image `n`:
+//!
+//! ```text
+//! cols[(ci, kh, kw), (oh, ow)] = x[n, ci, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw]  (0 outside)
+//! grad_w[co, (ci, kh, kw)]   += grad_out[n, co, (oh, ow)] . cols^T
+//! ```
+//!
+//! one GEMM per image and group, accumulated in place. The batch is split into at most
+//! `BLOCKS` contiguous blocks, a fixed number whatever the thread count; each block
+//! accumulates into its own buffer and the buffers are added in block order, so the result
+//! is the same bits on 1 or 16 threads.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use burn_backend::DType;
+use burn_backend::ops::ConvOptions;
+use burn_std::{Bytes, Shape};
+
+use crate::{FlexTensor, Layout};
+
+/// Element types with a native path (gemm supports both).
+pub(crate) trait GradElement:
+    bytemuck::Pod + burn_backend::Element + Copy + Send + Sync + 'static + core::ops::Add<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const DTYPE: DType;
+}
+
+impl GradElement for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const DTYPE: DType = DType::F32;
+}
+
+impl GradElement for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const DTYPE: DType = DType::F64;
+}
+
+/// Shapes and options of one weight-gradient problem.
+#[derive(Clone, Copy)]
+struct Geometry {
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    out_h: usize,
+    out_w: usize,
+    k_h: usize,
+    k_w: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+}
+
+impl Geometry {
+    fn c_in_group(&self) -> usize {
+        self.c_in / self.groups
+    }
+    fn c_out_group(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Columns of the weight matrix of one group: (ci, kh, kw).
+    fn k_cols(&self) -> usize {
+        self.c_in_group() * self.k_h * self.k_w
+    }
+    fn spatial_out(&self) -> usize {
+        self.out_h * self.out_w
+    }
+}
+
+/// Gradient of `conv2d(x, weight)` with respect to `weight`, given the output gradient.
+///
+/// `x`: `[batch, c_in, h, w]`, `output_grad`: `[batch, c_out, out_h, out_w]`; returns
+/// `[c_out, c_in / groups, k_h, k_w]` in the dtype of `x` (f32 or f64).
+pub(crate) fn conv2d_weight_grad<T: GradElement>(
+    x: FlexTensor,
+    weight_shape: &Shape,
+    output_grad: FlexTensor,
+    options: &ConvOptions<2>,
+) -> FlexTensor {
+    let x = x.to_contiguous();
+    let g = output_grad.to_contiguous();
+    let xs = x.layout().shape();
+    let gs = g.layout().shape();
+    let geo = Geometry {
+        batch: xs[0],
+        c_in: xs[1],
+        h: xs[2],
+        w: xs[3],
+        c_out: gs[1],
+        out_h: gs[2],
+        out_w: gs[3],
+        k_h: weight_shape[2],
+        k_w: weight_shape[3],
+        stride: options.stride,
+        pad: options.padding_begin(),
+        dilation: options.dilation,
+        groups: options.groups.max(1),
+    };
+    let x_data: &[T] = x.storage();
+    let g_data: &[T] = g.storage();
+    let len = geo.c_out * geo.k_cols();
+
+    let blocks = BLOCKS.min(geo.batch.max(1));
+    let per_block = geo.batch.div_ceil(blocks.max(1)).max(1);
+    let accumulate = |block: usize| -> Vec<T> {
+        let mut acc = vec![T::ZERO; len];
+        let start = (block * per_block).min(geo.batch);
+        let end = ((block + 1) * per_block).min(geo.batch);
+        let mut cols = vec![T::ZERO; geo.k_cols() * geo.spatial_out()];
+        for n in start..end {
+            for group in 0..geo.groups {
+                im2col(x_data, &geo, n, group, &mut cols);
+                accumulate_group(g_data, &geo, n, group, &cols, &mut acc, n > start);
+            }
+        }
+        acc
+    };
+
+    #[cfg(feature = "rayon")]
+    let partials: Vec<Vec<T>> = {
+        use rayon::prelude::*;
+        (0..blocks).into_par_iter().map(accumulate).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let partials: Vec<Vec<T>> = (0..blocks).map(accumulate).collect();
+
+    let mut parts = partials.into_iter();
+    let mut grad = parts.next().unwrap_or_else(|| vec![T::ZERO; len]);
+    for part in parts {
+        for (a, b) in grad.iter_mut().zip(part) {
+            *a = *a + b;
+        }
+    }
+    FlexTensor::new(
+        Bytes::from_elems(grad),
+        Layout::contiguous(weight_shape.clone()),
+        T::DTYPE,
+    )
+}
+
+/// Batch blocks reduced in parallel (fixed, so that the summation order never depends on
+/// the number of threads).
+const BLOCKS: usize = 8;
+
+/// Fill `cols` (`[k_cols, spatial_out]`, row-major) with the input patches of image `n`,
+/// input channels of `group`.
+fn im2col<T: GradElement>(x: &[T], geo: &Geometry, n: usize, group: usize, cols: &mut [T]) {
+    let spatial = geo.spatial_out();
+    let cig = geo.c_in_group();
+    for ci in 0..cig {
+        let channel = group * cig + ci;
+        let plane = &x[(n * geo.c_in + channel) * geo.h * geo.w..][..geo.h * geo.w];
+        for kh in 0..geo.k_h {
+            for kw in 0..geo.k_w {
+                let row = (ci * geo.k_h + kh) * geo.k_w + kw;
+                let dst = &mut cols[row * spatial..(row + 1) * spatial];
+                let offset_h = kh * geo.dilation[0];
+                let offset_w = kw * geo.dilation[1];
+                for oh in 0..geo.out_h {
+                    let out_row = &mut dst[oh * geo.out_w..(oh + 1) * geo.out_w];
+                    let ih = (oh * geo.stride[0] + offset_h).wrapping_sub(geo.pad[0]);
+                    if ih >= geo.h {
+                        out_row.fill(T::ZERO);
+                        continue;
+                    }
+                    let src = &plane[ih * geo.w..(ih + 1) * geo.w];
+                    fill_row(src, out_row, geo.stride[1], offset_w, geo.pad[1]);
+                }
+            }
+        }
+    }
+}
+
+/// `out[ow] = src[ow * stride + offset - pad]`, zero where that index is outside `src`.
+fn fill_row<T: GradElement>(src: &[T], out: &mut [T], stride: usize, offset: usize, pad: usize) {
+    let w = src.len();
+    // First and one-past-last ow whose input column lies inside [0, w).
+    let first = pad.saturating_sub(offset).div_ceil(stride);
+    let last = if w + pad > offset {
+        ((w + pad - offset - 1) / stride + 1).min(out.len())
+    } else {
+        0
+    };
+    let first = first.min(last);
+    out[..first].fill(T::ZERO);
+    out[last..].fill(T::ZERO);
+    if first < last {
+        let start = first * stride + offset - pad;
+        if stride == 1 {
+            out[first..last].copy_from_slice(&src[start..start + (last - first)]);
+        } else {
+            for (i, o) in out[first..last].iter_mut().enumerate() {
+                *o = src[start + i * stride];
+            }
+        }
+    }
+}
+
+/// `acc[group rows] (+)= grad_out[n, group channels] . cols^T`.
+fn accumulate_group<T: GradElement>(
+    g: &[T],
+    geo: &Geometry,
+    n: usize,
+    group: usize,
+    cols: &[T],
+    acc: &mut [T],
+    read_acc: bool,
+) {
+    let m = geo.c_out_group();
+    let k = geo.spatial_out();
+    let ncols = geo.k_cols();
+    let lhs = &g[(n * geo.c_out + group * m) * k..][..m * k];
+    let dst = &mut acc[group * m * ncols..][..m * ncols];
+    // SAFETY: dst is m x ncols row-major (row stride ncols), lhs is m x k row-major (row
+    // stride k) and rhs = cols^T is k x ncols read from cols (ncols x k row-major): element
+    // (kk, j) at j * k + kk. All three slices have exactly these sizes.
+    unsafe {
+        gemm::gemm(
+            m,
+            ncols,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            ncols as isize,
+            read_acc,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            cols.as_ptr(),
+            k as isize,
+            1,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f64], g: &[f64], geo: &Geometry) -> Vec<f64> {
+        let mut out = vec![0.0; geo.c_out * geo.k_cols()];
+        for n in 0..geo.batch {
+            for co in 0..geo.c_out {
+                let group = co / geo.c_out_group();
+                for ci in 0..geo.c_in_group() {
+                    for kh in 0..geo.k_h {
+                        for kw in 0..geo.k_w {
+                            let mut s = 0.0;
+                            for oh in 0..geo.out_h {
+                                for ow in 0..geo.out_w {
+                                    let ih = (oh * geo.stride[0] + kh * geo.dilation[0]) as isize
+                                        - geo.pad[0] as isize;
+                                    let iw = (ow * geo.stride[1] + kw * geo.dilation[1]) as isize
+                                        - geo.pad[1] as isize;
+                                    if ih < 0
+                                        || iw < 0
+                                        || ih >= geo.h as isize
+                                        || iw >= geo.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((n * geo.c_in + group * geo.c_in_group() + ci)
+                                        * geo.h
+                                        + ih as usize)
+                                        * geo.w
+                                        + iw as usize;
+                                    let gi =
+                                        ((n * geo.c_out + co) * geo.out_h + oh) * geo.out_w + ow;
+                                    s += x[xi] * g[gi];
+                                }
+                            }
+                            out[((co * geo.c_in_group() + ci) * geo.k_h + kh) * geo.k_w + kw] += s;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn weight_grad_matches_the_definition() {
+        // (batch, c_in, h, w, c_out, k, stride, pad, dilation, groups)
+        let cases = [
+            (3, 2, 7, 6, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (2, 3, 9, 8, 2, [3, 2], [2, 3], [0, 1], [1, 1], 1),
+            (2, 4, 8, 8, 6, [3, 3], [1, 2], [2, 1], [2, 1], 2),
+            (5, 1, 5, 5, 3, [1, 1], [1, 1], [0, 0], [1, 1], 1),
+        ];
+        for (batch, c_in, h, w, c_out, k, stride, pad, dilation, groups) in cases {
+            let out_h = (h + 2 * pad[0] - dilation[0] * (k[0] - 1) - 1) / stride[0] + 1;
+            let out_w = (w + 2 * pad[1] - dilation[1] * (k[1] - 1) - 1) / stride[1] + 1;
+            let geo = Geometry {
+                batch,
+                c_in,
+                h,
+                w,
+                c_out,
+                out_h,
+                out_w,
+                k_h: k[0],
+                k_w: k[1],
+                stride,
+                pad,
+                dilation,
+                groups,
+            };
+            let x: Vec<f64> = (0..batch * c_in * h * w)
+                .map(|i| ((i * 37 % 101) as f64) / 50.0 - 1.0)
+                .collect();
+            let g: Vec<f64> = (0..batch * c_out * out_h * out_w)
+                .map(|i| ((i * 53 % 97) as f64) / 48.0 - 1.0)
+                .collect();
+            let xt = FlexTensor::new(
+                Bytes::from_elems(x.clone()),
+                Layout::contiguous(Shape::from(vec![batch, c_in, h, w])),
+                DType::F64,
+            );
+            let gt = FlexTensor::new(
+                Bytes::from_elems(g.clone()),
+                Layout::contiguous(Shape::from(vec![batch, c_out, out_h, out_w])),
+                DType::F64,
+            );
+            let options = ConvOptions::new(stride, pad, dilation, groups);
+            let ws = Shape::from(vec![c_out, c_in / groups, k[0], k[1]]);
+            let got = conv2d_weight_grad::<f64>(xt, &ws, gt, &options);
+            let got: &[f64] = got.storage();
+            let want = naive(&x, &g, &geo);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+            }
+        }
+    }
+}
