@@ -231,10 +231,12 @@ mod tests {
             .collect()
     }
 
-    // The CPU backend's conv weight gradient is our kernel (vendor/burn-flex): check it
-    // against the definition, with stride, padding, dilation and groups.
+    // The CPU backend's conv forward, input gradient and weight gradient are our kernels
+    // (vendor/burn-flex) where the output planes have >= 64 positions, Flex's own below:
+    // check both against the definition, with bias, stride, padding, dilation, groups and
+    // the 1x1 shortcut.
     #[test]
-    fn conv_weight_gradient_matches_its_definition() {
+    fn conv_forward_and_gradients_match_their_definitions() {
         use burn::tensor::module::conv2d;
         use burn::tensor::ops::ConvOptions;
         let device = Device::flex().autodiff();
@@ -243,36 +245,51 @@ mod tests {
             (2, 3, 6, 5, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
             (3, 2, 7, 8, 2, [3, 2], [2, 3], [0, 1], [1, 1], 1),
             (2, 4, 8, 7, 6, [3, 3], [1, 2], [2, 1], [2, 1], 2),
+            (2, 3, 10, 9, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (2, 2, 22, 18, 3, [3, 2], [2, 3], [0, 1], [1, 1], 1),
+            (2, 4, 17, 16, 6, [3, 3], [1, 2], [2, 1], [2, 1], 2),
+            (2, 4, 8, 9, 6, [1, 1], [1, 1], [0, 0], [1, 1], 2),
+            (3, 5, 9, 8, 3, [1, 1], [1, 1], [0, 0], [1, 1], 1),
         ];
         for (n, ci, h, w, co, k, stride, pad, dil, groups) in cases {
             let oh = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) / stride[0] + 1;
             let ow = (w + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) / stride[1] + 1;
-            let cig = ci / groups;
-            let (xv, wv, gv) = (
+            let (cig, cog) = (ci / groups, co / groups);
+            let (xv, wv, gv, bv) = (
                 values(n * ci * h * w, 1),
                 values(co * cig * k[0] * k[1], 2),
                 values(n * co * oh * ow, 3),
+                values(co, 5),
             );
-            let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, ci, h, w]), &device);
+            let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, ci, h, w]), &device)
+                .require_grad();
             let weight =
-                Tensor::<4>::from_data(TensorData::new(wv, [co, cig, k[0], k[1]]), &device)
+                Tensor::<4>::from_data(TensorData::new(wv.clone(), [co, cig, k[0], k[1]]), &device)
                     .require_grad();
+            let bias = Tensor::<1>::from_data(TensorData::new(bv.clone(), [co]), &device);
             let g = Tensor::<4>::from_data(TensorData::new(gv.clone(), [n, co, oh, ow]), &device);
             let y = conv2d(
-                x,
+                x.clone(),
                 weight.clone(),
-                None,
+                Some(bias),
                 ConvOptions::new(stride, pad, dil, groups),
             );
             assert_eq!(y.dims(), [n, co, oh, ow]);
+            let got_y = crate::tensors::to_vec(y.clone());
             let grads = (y * g).sum().backward();
-            let got = crate::tensors::to_vec(weight.grad(&grads).expect("weight gradient"));
-            let mut want = vec![0.0f64; co * cig * k[0] * k[1]];
+            let got_w = crate::tensors::to_vec(weight.grad(&grads).expect("weight gradient"));
+            let got_x = crate::tensors::to_vec(x.grad(&grads).expect("input gradient"));
+            let mut want_y: Vec<f64> = (0..n * co * oh * ow)
+                .map(|i| f64::from(bv[(i / (oh * ow)) % co]))
+                .collect();
+            let mut want_w = vec![0.0f64; wv.len()];
+            let mut want_x = vec![0.0f64; xv.len()];
             for b in 0..n {
                 for o in 0..co {
-                    let group = o / (co / groups);
+                    let group = o / cog;
                     for c in 0..cig {
                         for (kh, kw) in (0..k[0]).flat_map(|a| (0..k[1]).map(move |b| (a, b))) {
+                            let wi = ((o * cig + c) * k[0] + kh) * k[1] + kw;
                             for (y, x) in (0..oh).flat_map(|a| (0..ow).map(move |b| (a, b))) {
                                 let ih = (y * stride[0] + kh * dil[0]) as isize - pad[0] as isize;
                                 let iw = (x * stride[1] + kw * dil[1]) as isize - pad[1] as isize;
@@ -281,19 +298,126 @@ mod tests {
                                 }
                                 let xi = ((b * ci + group * cig + c) * h + ih as usize) * w
                                     + iw as usize;
-                                let gi = ((b * co + o) * oh + y) * ow + x;
-                                want[((o * cig + c) * k[0] + kh) * k[1] + kw] +=
-                                    f64::from(xv[xi]) * f64::from(gv[gi]);
+                                let yi = ((b * co + o) * oh + y) * ow + x;
+                                want_y[yi] += f64::from(xv[xi]) * f64::from(wv[wi]);
+                                want_w[wi] += f64::from(xv[xi]) * f64::from(gv[yi]);
+                                want_x[xi] += f64::from(wv[wi]) * f64::from(gv[yi]);
                             }
                         }
                     }
                 }
             }
-            assert_eq!(got.len(), want.len());
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            for (what, got, want) in [
+                ("output", &got_y, &want_y),
+                ("weight gradient", &got_w, &want_w),
+                ("input gradient", &got_x, &want_x),
+            ] {
+                assert_eq!(got.len(), want.len(), "{what}");
+                for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (f64::from(*a) - b).abs() < 1e-4,
+                        "case {n}x{ci}x{h}x{w} -> {co}, k {k:?}, stride {stride:?}, pad {pad:?}, dilation {dil:?}, groups {groups}: {what} element {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    // Batch normalization with batch statistics, its gradients and the inference form are
+    // our fused kernels: check them against the definitions (planes of 30 and of 1 element).
+    #[test]
+    fn batch_norm_matches_its_definition() {
+        use burn::tensor::module::{batch_norm, batch_norm_train};
+        let device = Device::flex().autodiff();
+        let eps = 1e-5;
+        for dims in [vec![3usize, 4, 5, 6], vec![7, 3]] {
+            let (n, c) = (dims[0], dims[1]);
+            let s: usize = dims[2..].iter().product();
+            let len = n * c * s;
+            // Not centred, so that mean subtraction matters.
+            let xv: Vec<f32> = values(len, 7)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * (1.0 + (i % 3) as f32) + 2.0)
+                .collect();
+            let gv = values(len, 8);
+            let (gamma_v, beta_v) = (values(c, 9), values(c, 10));
+            let shape: Vec<usize> = dims.clone();
+            let x = Tensor::<2>::from_data(TensorData::new(xv.clone(), [n, c * s]), &device);
+            let x: Tensor<4> = x.reshape([n, c, s, 1]).require_grad();
+            let gamma = Tensor::<1>::from_data(TensorData::new(gamma_v.clone(), [c]), &device)
+                .require_grad();
+            let beta = Tensor::<1>::from_data(TensorData::new(beta_v.clone(), [c]), &device)
+                .require_grad();
+            let g = Tensor::<2>::from_data(TensorData::new(gv.clone(), [n, c * s]), &device)
+                .reshape([n, c, s, 1]);
+            let out = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), eps);
+            let (y, mean, var) = (out.output, out.mean, out.variance);
+            let got_y = crate::tensors::to_vec(y.clone());
+            let got_mean = crate::tensors::to_vec(mean.clone());
+            let got_var = crate::tensors::to_vec(var.clone());
+            let grads = (y * g).sum().backward();
+            let got_x = crate::tensors::to_vec(x.grad(&grads).expect("x gradient"));
+            let got_gamma = crate::tensors::to_vec(gamma.grad(&grads).expect("gamma gradient"));
+            let got_beta = crate::tensors::to_vec(beta.grad(&grads).expect("beta gradient"));
+            let at = |b: usize, ch: usize, i: usize| (b * c + ch) * s + i;
+            let m = (n * s) as f64;
+            for ch in 0..c {
+                let xs: Vec<(usize, f64)> = (0..n)
+                    .flat_map(|b| (0..s).map(move |i| at(b, ch, i)))
+                    .map(|k| (k, f64::from(xv[k])))
+                    .collect();
+                let mu = xs.iter().map(|p| p.1).sum::<f64>() / m;
+                let var = xs.iter().map(|p| (p.1 - mu).powi(2)).sum::<f64>() / m;
+                let inv = 1.0 / (var + eps).sqrt();
+                let (ga, be) = (f64::from(gamma_v[ch]), f64::from(beta_v[ch]));
+                let close = |a: f32, b: f64, what: &str| {
+                    assert!(
+                        (f64::from(a) - b).abs() < 1e-4,
+                        "{shape:?} channel {ch}: {what}: {a} vs {b}"
+                    );
+                };
+                close(got_mean[ch], mu, "mean");
+                close(got_var[ch], var, "variance");
+                let sum_g: f64 = xs.iter().map(|p| f64::from(gv[p.0])).sum();
+                let sum_gx: f64 = xs
+                    .iter()
+                    .map(|p| f64::from(gv[p.0]) * (p.1 - mu) * inv)
+                    .sum();
+                close(got_beta[ch], sum_g, "beta gradient");
+                close(got_gamma[ch], sum_gx, "gamma gradient");
+                for &(k, v) in &xs {
+                    let xhat = (v - mu) * inv;
+                    close(got_y[k], xhat * ga + be, "output");
+                    let dx = ga * inv * (f64::from(gv[k]) - sum_g / m - xhat * sum_gx / m);
+                    close(got_x[k], dx, "x gradient");
+                }
+            }
+            // Inference form with given statistics (without autodiff, which composes it).
+            let plain = Device::flex();
+            let (mean_v, var_v) = (
+                values(c, 11),
+                values(c, 12).iter().map(|v| v + 1.5).collect::<Vec<f32>>(),
+            );
+            let y = batch_norm(
+                Tensor::<2>::from_data(TensorData::new(xv.clone(), [n, c * s]), &plain)
+                    .reshape([n, c, s, 1]),
+                Tensor::<1>::from_data(TensorData::new(gamma_v.clone(), [c]), &plain),
+                Tensor::<1>::from_data(TensorData::new(beta_v.clone(), [c]), &plain),
+                Tensor::<1>::from_data(TensorData::new(mean_v.clone(), [c]), &plain),
+                Tensor::<1>::from_data(TensorData::new(var_v.clone(), [c]), &plain),
+                eps,
+            );
+            let got = crate::tensors::to_vec(y);
+            for (k, (&a, &v)) in got.iter().zip(&xv).enumerate() {
+                let ch = (k / s) % c;
+                let want = (f64::from(v) - f64::from(mean_v[ch]))
+                    / (f64::from(var_v[ch]) + eps).sqrt()
+                    * f64::from(gamma_v[ch])
+                    + f64::from(beta_v[ch]);
                 assert!(
-                    (f64::from(*a) - b).abs() < 1e-4,
-                    "case {n}x{ci}x{h}x{w} -> {co}, k {k:?}, stride {stride:?}, pad {pad:?}, dilation {dil:?}, groups {groups}: element {i}: {a} vs {b}"
+                    (f64::from(a) - want).abs() < 1e-4,
+                    "inference element {k}: {a} vs {want}"
                 );
             }
         }

@@ -45,34 +45,34 @@ impl GradElement for f64 {
 
 /// Shapes and options of one weight-gradient problem.
 #[derive(Clone, Copy)]
-struct Geometry {
-    batch: usize,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    out_h: usize,
-    out_w: usize,
-    k_h: usize,
-    k_w: usize,
-    stride: [usize; 2],
-    pad: [usize; 2],
-    dilation: [usize; 2],
-    groups: usize,
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) c_in: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) c_out: usize,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
+    pub(crate) k_h: usize,
+    pub(crate) k_w: usize,
+    pub(crate) stride: [usize; 2],
+    pub(crate) pad: [usize; 2],
+    pub(crate) dilation: [usize; 2],
+    pub(crate) groups: usize,
 }
 
 impl Geometry {
-    fn c_in_group(&self) -> usize {
+    pub(crate) fn c_in_group(&self) -> usize {
         self.c_in / self.groups
     }
-    fn c_out_group(&self) -> usize {
+    pub(crate) fn c_out_group(&self) -> usize {
         self.c_out / self.groups
     }
     /// Columns of the weight matrix of one group: (ci, kh, kw).
-    fn k_cols(&self) -> usize {
+    pub(crate) fn k_cols(&self) -> usize {
         self.c_in_group() * self.k_h * self.k_w
     }
-    fn spatial_out(&self) -> usize {
+    pub(crate) fn spatial_out(&self) -> usize {
         self.out_h * self.out_w
     }
 }
@@ -154,7 +154,13 @@ const BLOCKS: usize = 8;
 
 /// Fill `cols` (`[k_cols, spatial_out]`, row-major) with the input patches of image `n`,
 /// input channels of `group`.
-fn im2col<T: GradElement>(x: &[T], geo: &Geometry, n: usize, group: usize, cols: &mut [T]) {
+pub(crate) fn im2col<T: GradElement>(
+    x: &[T],
+    geo: &Geometry,
+    n: usize,
+    group: usize,
+    cols: &mut [T],
+) {
     let spatial = geo.spatial_out();
     let cig = geo.c_in_group();
     for ci in 0..cig {

@@ -98,6 +98,8 @@ pub mod comparison;
 mod conv_common;
 pub mod conv;
 pub mod conv_transpose;
+mod batch_norm; // robustness patch
+mod conv_native; // robustness patch
 mod conv_weight_grad;
 pub mod cumulative;
 pub mod deform_conv;

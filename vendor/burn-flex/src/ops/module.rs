@@ -2,19 +2,42 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_transpose, conv_weight_grad, deform_conv, interpolate, pool};
+use crate::ops::{
+    batch_norm, conv, conv_native, conv_transpose, conv_weight_grad, deform_conv, interpolate, pool,
+};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{
-        AttentionModuleOptions, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
-        DeformConvOptions, FloatTensorOps, IntTensorOps, InterpolateMode, InterpolateOptions,
-        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, conv::pad_asymmetric_conv_input,
+        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
+        ConvTransposeOptions, DeformConv2dBackward, DeformConvOptions, FloatTensorOps,
+        IntTensorOps, InterpolateMode, InterpolateOptions, MaxPool2dBackward, MaxPool2dWithIndices,
+        ModuleOps,
+        conv::{calculate_padding_out, pad_asymmetric_conv_input},
     },
     tensor::{BoolTensor, FloatTensor, IntTensor},
 };
 use burn_std::{Bytes, IntDType, Shape};
 use bytemuck::Pod;
+
+/// f16 / bf16 tensor to f32 (robustness patch; panics on other dtypes, as Flex's ops do).
+fn half_to_f32(t: FlexTensor, dtype: DType) -> FlexTensor {
+    use burn_std::{bf16, f16};
+    match dtype {
+        DType::F16 => cast_to_f32(t, f16::to_f32),
+        DType::BF16 => cast_to_f32(t, bf16::to_f32),
+        dtype => panic!("batch_norm: unsupported dtype {:?}", dtype),
+    }
+}
+
+/// f32 tensor back to f16 / bf16 (robustness patch).
+fn f32_to_half(t: FlexTensor, dtype: DType) -> FlexTensor {
+    use burn_std::{bf16, f16};
+    match dtype {
+        DType::F16 => cast_from_f32(t, f16::from_f32),
+        _ => cast_from_f32(t, bf16::from_f32),
+    }
+}
 
 /// Cast a tensor from half-precision type E to f32.
 pub(crate) fn cast_to_f32<E: Element + Pod + Copy>(
@@ -66,6 +89,15 @@ impl ModuleOps<Flex> for Flex {
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
         let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
+        // robustness patch: per-image im2col + GEMM on NCHW where the output planes are big
+        // enough (conv_native.rs).
+        if conv_native::worthwhile(x.layout().shape(), weight.layout().shape(), &options) {
+            match x.dtype() {
+                DType::F32 => return conv_native::conv2d_forward::<f32>(x, weight, bias, &options),
+                DType::F64 => return conv_native::conv2d_forward::<f64>(x, weight, bias, &options),
+                _ => {}
+            }
+        }
         match x.dtype() {
             DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
             DType::F64 => conv::conv2d_f64(x, weight, bias, &options),
@@ -73,6 +105,147 @@ impl ModuleOps<Flex> for Flex {
             DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
             dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
         }
+    }
+
+    // robustness patch: fused batch normalization (no batch/channel transpose copies).
+    fn batch_norm(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        mean: FloatTensor<Flex>,
+        variance: FloatTensor<Flex>,
+        epsilon: f64,
+    ) -> FloatTensor<Flex> {
+        match x.dtype() {
+            DType::F32 => batch_norm::batch_norm::<f32>(x, gamma, beta, mean, variance, epsilon),
+            DType::F64 => batch_norm::batch_norm::<f64>(x, gamma, beta, mean, variance, epsilon),
+            dtype => {
+                let [x, gamma, beta, mean, variance] =
+                    [x, gamma, beta, mean, variance].map(|t| half_to_f32(t, dtype));
+                let out = batch_norm::batch_norm::<f32>(x, gamma, beta, mean, variance, epsilon);
+                f32_to_half(out, dtype)
+            }
+        }
+    }
+
+    // robustness patch: fused batch normalization with batch statistics.
+    fn batch_norm_train(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        epsilon: f64,
+    ) -> BatchNormTrain<Flex> {
+        let (output, mean, variance) = match x.dtype() {
+            DType::F32 => batch_norm::batch_norm_train::<f32>(x, gamma, beta, epsilon),
+            DType::F64 => batch_norm::batch_norm_train::<f64>(x, gamma, beta, epsilon),
+            dtype => {
+                let [x, gamma, beta] = [x, gamma, beta].map(|t| half_to_f32(t, dtype));
+                let (o, m, v) = batch_norm::batch_norm_train::<f32>(x, gamma, beta, epsilon);
+                (
+                    f32_to_half(o, dtype),
+                    f32_to_half(m, dtype),
+                    f32_to_half(v, dtype),
+                )
+            }
+        };
+        BatchNormTrain::new(output, mean, variance)
+    }
+
+    // robustness patch: fused gradient of batch normalization with batch statistics.
+    fn batch_norm_train_backward(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        mean: FloatTensor<Flex>,
+        variance: FloatTensor<Flex>,
+        epsilon: f64,
+        output_grad: FloatTensor<Flex>,
+    ) -> BatchNormTrainBackward<Flex> {
+        let (x_grad, gamma_grad, beta_grad) = match x.dtype() {
+            DType::F32 => batch_norm::batch_norm_train_backward::<f32>(
+                x,
+                gamma,
+                mean,
+                variance,
+                epsilon,
+                output_grad,
+            ),
+            DType::F64 => batch_norm::batch_norm_train_backward::<f64>(
+                x,
+                gamma,
+                mean,
+                variance,
+                epsilon,
+                output_grad,
+            ),
+            dtype => {
+                let [x, gamma, mean, variance, output_grad] =
+                    [x, gamma, mean, variance, output_grad].map(|t| half_to_f32(t, dtype));
+                let (dx, dg, db) = batch_norm::batch_norm_train_backward::<f32>(
+                    x,
+                    gamma,
+                    mean,
+                    variance,
+                    epsilon,
+                    output_grad,
+                );
+                (
+                    f32_to_half(dx, dtype),
+                    f32_to_half(dg, dtype),
+                    f32_to_half(db, dtype),
+                )
+            }
+        };
+        BatchNormTrainBackward::new(x_grad, gamma_grad, beta_grad)
+    }
+
+    // robustness patch: a native input gradient (GEMM + col2im, conv_native.rs) instead of
+    // Burn's default (a transposed convolution), where the output planes are big enough.
+    fn conv2d_x_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        let x_shape = x.layout().shape().clone();
+        let native = options.is_asymmetric()
+            || conv_native::worthwhile(&x_shape, weight.layout().shape(), &options);
+        match x.dtype() {
+            DType::F32 if native => {
+                return conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options);
+            }
+            DType::F64 if native => {
+                return conv_native::conv2d_x_grad::<f64>(&x_shape, weight, output_grad, &options);
+            }
+            _ => {}
+        }
+        let w_shape = weight.layout().shape().clone();
+        let [g_h, g_w] = [
+            output_grad.layout().shape()[2],
+            output_grad.layout().shape()[3],
+        ];
+        let padding = options.padding_begin();
+        let padding_out = [0, 1].map(|i| {
+            calculate_padding_out(
+                w_shape[2 + i],
+                options.stride[i],
+                padding[i],
+                options.dilation[i],
+                x_shape[2 + i],
+                [g_h, g_w][i],
+            )
+        });
+        Flex::conv_transpose2d(
+            output_grad,
+            weight,
+            None,
+            ConvTransposeOptions::new(
+                options.stride,
+                padding,
+                padding_out,
+                options.dilation,
+                options.groups,
+            ),
+        )
     }
 
     // robustness patch: a native weight gradient instead of Burn's default (a convolution of

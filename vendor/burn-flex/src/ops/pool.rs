@@ -453,19 +453,23 @@ fn max_pool2d_2x2_f32(x: FlexTensor) -> (FlexTensor, FlexTensor) {
             let r1 = r0 + in_w;
             let out_row = &mut out[oh * out_w..(oh + 1) * out_w];
             let idx_row = &mut idx[oh * out_w..(oh + 1) * out_w];
+            let top = &src[r0..r0 + 2 * out_w];
+            let bottom = &src[r1..r1 + 2 * out_w];
+            // Scanning a, b, c, d in order equals: the winner of (a, b), then the winner of
+            // (c, d) challenging it. Written as selects over plain indices so that it
+            // vectorizes (scalar float compares here mispredict).
             for ow in 0..out_w {
-                let c0 = 2 * ow;
-                let mut best = src[r0 + c0];
-                let mut best_i = r0 + c0;
-                for i in [r0 + c0 + 1, r1 + c0, r1 + c0 + 1] {
-                    let v = src[i];
-                    if v > best || v.is_nan() {
-                        best = v;
-                        best_i = i;
-                    }
-                }
-                out_row[ow] = best;
-                idx_row[ow] = best_i as i64;
+                let (a, b) = (top[2 * ow], top[2 * ow + 1]);
+                let (c, d) = (bottom[2 * ow], bottom[2 * ow + 1]);
+                let b_wins = (b > a) | b.is_nan();
+                let t = if b_wins { b } else { a };
+                let ti = b_wins as usize;
+                let d_wins = (d > c) | d.is_nan();
+                let u = if d_wins { d } else { c };
+                let ui = in_w + d_wins as usize;
+                let u_wins = (u > t) | u.is_nan();
+                out_row[ow] = if u_wins { u } else { t };
+                idx_row[ow] = (r0 + 2 * ow + if u_wins { ui } else { ti }) as i64;
             }
         }
     };
@@ -478,6 +482,7 @@ fn max_pool2d_2x2_f32(x: FlexTensor) -> (FlexTensor, FlexTensor) {
                 .par_chunks_mut(plane_out)
                 .zip(indices.par_chunks_mut(plane_out))
                 .enumerate()
+                .with_min_len((4096 / plane_out).max(1))
                 .for_each(|(p, (out, idx))| pool_plane(p, out, idx));
         }
         #[cfg(not(feature = "rayon"))]
@@ -1334,6 +1339,8 @@ where
             output
                 .par_chunks_mut(spatial_in)
                 .enumerate()
+                // robustness patch: many small planes per task.
+                .with_min_len((4096 / spatial_in).max(1))
                 .for_each(|(bc, out_slice)| run_plane(bc, out_slice));
         } else {
             for bc in 0..bc_total {
