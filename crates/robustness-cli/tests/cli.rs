@@ -451,6 +451,40 @@ fn bench_reports_a_train_step_time() {
     assert_eq!(out["samples_ms"].as_array().expect("samples").len(), 3);
 }
 
+/// Our CPU kernels (convolutions, batch norm) fix their blocking and summation order by the
+/// shapes, never by the thread count: one and four threads train the same bytes (four
+/// threads also take the path where blocks run one after another with a parallel GEMM).
+#[test]
+fn cnn_training_gives_the_same_bytes_on_one_and_four_threads() {
+    let dir = temp_dir("threads");
+    let weights: Vec<Vec<u8>> = ["1", "4"]
+        .iter()
+        .map(|threads| {
+            let out = dir.join(format!("t{threads}"));
+            let out_s = out.to_str().expect("utf-8 path");
+            let res = bin()
+                .env("RAYON_NUM_THREADS", threads)
+                .args([
+                    "train", "--arch", "cnn", "--epochs", "1", "--seed", "5", "--out", out_s,
+                ])
+                .output()
+                .expect("run robustness");
+            assert!(
+                res.status.success(),
+                "train on {threads} threads failed: {}",
+                String::from_utf8_lossy(&res.stderr)
+            );
+            weights_payload(&out.join("latest/model.safetensors"))
+        })
+        .collect();
+    assert!(!weights[0].is_empty());
+    assert!(
+        weights[0] == weights[1],
+        "1 and 4 threads trained different weights"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn attacks_on_a_trained_digits_model() {
     let dir = temp_dir("attacks");

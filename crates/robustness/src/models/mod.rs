@@ -232,9 +232,9 @@ mod tests {
     }
 
     // The CPU backend's conv forward, input gradient and weight gradient are our kernels
-    // (vendor/burn-flex) where the output planes have >= 64 positions, Flex's own below:
-    // check both against the definition, with bias, stride, padding, dilation, groups and
-    // the 1x1 shortcut.
+    // (vendor/burn-flex): one GEMM per image for planes of >= 256 positions, blocks of
+    // images below. Check both against the definition, with bias, stride, padding,
+    // dilation, groups and the 1x1 shortcut.
     #[test]
     fn conv_forward_and_gradients_match_their_definitions() {
         use burn::tensor::module::conv2d;
@@ -250,6 +250,14 @@ mod tests {
             (2, 4, 17, 16, 6, [3, 3], [1, 2], [2, 1], [2, 1], 2),
             (2, 4, 8, 9, 6, [1, 1], [1, 1], [0, 0], [1, 1], 2),
             (3, 5, 9, 8, 3, [1, 1], [1, 1], [0, 0], [1, 1], 1),
+            // Planes of >= 256 positions: one GEMM per image (and a 1x1 one without lowering).
+            (2, 3, 16, 17, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (2, 3, 16, 16, 5, [1, 1], [1, 1], [0, 0], [1, 1], 1),
+            // Small planes: several images per GEMM, the last block shorter (3 + 2, 4 + 1
+            // with a lone pointwise image) or the whole batch in one (a strided shortcut).
+            (5, 3, 8, 12, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (5, 4, 8, 8, 6, [1, 1], [1, 1], [0, 0], [1, 1], 2),
+            (6, 4, 8, 8, 8, [1, 1], [2, 2], [0, 0], [1, 1], 1),
         ];
         for (n, ci, h, w, co, k, stride, pad, dil, groups) in cases {
             let oh = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) / stride[0] + 1;

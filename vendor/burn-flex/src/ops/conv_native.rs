@@ -8,10 +8,14 @@
 //! input gradient:  dcols               = W^T . dy[n];   dx[n] = col2im(dcols)
 //! ```
 //!
-//! One GEMM per image writes its output rows in place: no channels-last copy of the input,
-//! no scatter of the product, and a 1x1 / stride-1 / unpadded kernel skips the lowering.
-//! Images are spread over threads; each output element comes from one GEMM in a fixed
-//! order, so the bits do not depend on the thread count.
+//! Where an output plane has at least [`TARGET_COLS`] positions, one GEMM per image writes
+//! its output rows in place: no channels-last copy of the input, no scatter of the product,
+//! and a 1x1 / stride-1 / unpadded kernel skips the lowering. Smaller planes (ResNet's 8x8
+//! and 4x4 stages) would make thin products, so a block of images is lowered side by side
+//! (`cols` of shape `[(ci, kh, kw), (image, oh, ow)]`) and multiplied at once, the product
+//! then copied to NCHW (and the output gradient gathered the other way). The block size
+//! depends only on the shapes; blocks are spread over threads, and each output element
+//! comes from one GEMM in a fixed order, so the bits do not depend on the thread count.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -19,12 +23,17 @@ use burn_backend::ops::ConvOptions;
 use burn_backend::ops::conv::calculate_conv_output_size;
 use burn_std::{Bytes, Shape};
 
-use super::conv_weight_grad::{Geometry, GradElement, im2col};
+use super::conv_weight_grad::{Geometry, GradElement, im2col_at};
 use crate::{FlexTensor, Layout};
 
-/// Below this many output positions per image the per-image GEMMs are too thin (the
-/// weights are repacked per image); Flex's tiled im2col path is used instead.
-pub(crate) const MIN_SPATIAL: usize = 64;
+/// Columns (output positions) wanted per GEMM: images are grouped until a block has this
+/// many, so that the product is not too thin for the GEMM kernels.
+pub(crate) const TARGET_COLS: usize = 256;
+
+/// Images per block for output planes of `spatial` positions (shapes only, never threads).
+pub(crate) fn images_per_block(spatial: usize, batch: usize) -> usize {
+    TARGET_COLS.div_ceil(spatial.max(1)).clamp(1, batch.max(1))
+}
 
 fn is_pointwise(geo: &Geometry) -> bool {
     geo.k_h == 1 && geo.k_w == 1 && geo.stride == [1, 1] && geo.pad == [0, 0]
@@ -73,38 +82,45 @@ unsafe fn matmul<T: GradElement>(
     }
 }
 
-/// Runs `f(n, chunk_n, scratch)` for every image: in parallel over images when there are
-/// enough of them, otherwise one image at a time with a parallel GEMM (`true` passed on).
-fn for_each_image<T: GradElement>(
+/// Runs `f(n0, count, chunk, scratch, parallel)` for every block of `ipb` images (the
+/// last one may be shorter; `chunk` holds the block's `count * per_image` outputs): in
+/// parallel over blocks when there are enough of them, otherwise one block at a time with a
+/// parallel GEMM (`parallel` true).
+fn for_each_block<T: GradElement>(
     out: &mut [T],
     per_image: usize,
     batch: usize,
+    ipb: usize,
     scratch_len: usize,
-    f: impl Fn(usize, &mut [T], &mut Vec<T>, bool) + Sync + Send,
+    f: impl Fn(usize, usize, &mut [T], &mut Vec<T>, bool) + Sync + Send,
 ) {
     if per_image == 0 || batch == 0 {
         return;
     }
+    let ipb = ipb.max(1);
+    let chunk = ipb * per_image;
+    let blocks = batch.div_ceil(ipb);
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        if batch >= rayon::current_num_threads() {
-            out.par_chunks_mut(per_image).enumerate().for_each_init(
+        if blocks >= rayon::current_num_threads() {
+            out.par_chunks_mut(chunk).enumerate().for_each_init(
                 || vec![T::ZERO; scratch_len],
-                |scratch, (n, chunk)| f(n, chunk, scratch, false),
+                |scratch, (b, c)| f(b * ipb, c.len() / per_image, c, scratch, false),
             );
             return;
         }
         let mut scratch = vec![T::ZERO; scratch_len];
-        for (n, chunk) in out.chunks_mut(per_image).enumerate() {
-            f(n, chunk, &mut scratch, true);
+        for (b, c) in out.chunks_mut(chunk).enumerate() {
+            f(b * ipb, c.len() / per_image, c, &mut scratch, true);
         }
     }
     #[cfg(not(feature = "rayon"))]
     {
+        let _ = blocks;
         let mut scratch = vec![T::ZERO; scratch_len];
-        for (n, chunk) in out.chunks_mut(per_image).enumerate() {
-            f(n, chunk, &mut scratch, false);
+        for (b, c) in out.chunks_mut(chunk).enumerate() {
+            f(b * ipb, c.len() / per_image, c, &mut scratch, false);
         }
     }
 }
@@ -149,40 +165,66 @@ pub(crate) fn conv2d_forward<T: GradElement>(
     let spatial = geo.spatial_out();
     let per_image = geo.c_out * spatial;
     let pointwise = is_pointwise(&geo);
-    let scratch_len = if pointwise { 0 } else { geo.k_cols() * spatial };
+    let ipb = images_per_block(spatial, geo.batch);
+    let (m, k) = (geo.c_out_group(), geo.k_cols());
+    let cols_len = if pointwise && ipb == 1 {
+        0
+    } else {
+        k * ipb * spatial
+    };
+    let tmp_len = if ipb > 1 { m * ipb * spatial } else { 0 };
     let mut out = vec![T::ZERO; geo.batch * per_image];
 
-    for_each_image(
+    for_each_block(
         &mut out,
         per_image,
         geo.batch,
-        scratch_len,
-        |n, out_n, cols, parallel| {
-            let (m, k) = (geo.c_out_group(), geo.k_cols());
+        ipb,
+        cols_len + tmp_len,
+        |n0, count, out_blk, scratch, parallel| {
+            let ncols = count * spatial;
+            let (cols, tmp) = scratch.split_at_mut(cols_len);
             for group in 0..geo.groups {
-                let rhs: &[T] = if pointwise {
-                    &x_data[(n * geo.c_in + group * geo.c_in_group()) * spatial..][..k * spatial]
+                let rhs: &[T] = if pointwise && count == 1 {
+                    &x_data[(n0 * geo.c_in + group * geo.c_in_group()) * spatial..][..k * spatial]
                 } else {
-                    im2col(x_data, &geo, n, group, cols);
-                    cols
+                    for j in 0..count {
+                        im2col_at(x_data, &geo, n0 + j, group, cols, ncols, j * spatial);
+                    }
+                    &cols[..k * ncols]
                 };
                 let lhs = &w_data[group * m * k..][..m * k];
-                let dst = &mut out_n[group * m * spatial..][..m * spatial];
-                // SAFETY: lhs is m x k (row stride k), rhs is k x spatial (row stride
-                // spatial), dst is m x spatial (row stride spatial); lengths checked above.
+                // One image: straight into its output rows; several: into `tmp`
+                // (`[co, (image, oh, ow)]`), then copied to NCHW.
+                let dst: &mut [T] = if count == 1 {
+                    &mut out_blk[group * m * spatial..][..m * spatial]
+                } else {
+                    &mut tmp[..m * ncols]
+                };
+                // SAFETY: lhs is m x k (row stride k), rhs is k x ncols (row stride ncols),
+                // dst is m x ncols (row stride ncols); lengths checked above.
                 unsafe {
                     matmul(
-                        (m, spatial, k),
+                        (m, ncols, k),
                         dst.as_mut_ptr(),
-                        spatial,
+                        ncols,
                         (lhs.as_ptr(), 1, k),
-                        (rhs.as_ptr(), 1, spatial),
+                        (rhs.as_ptr(), 1, ncols),
                         parallel,
                     );
                 }
+                if count > 1 {
+                    for j in 0..count {
+                        for r in 0..m {
+                            out_blk[(j * geo.c_out + group * m + r) * spatial..][..spatial]
+                                .copy_from_slice(&tmp[r * ncols + j * spatial..][..spatial]);
+                        }
+                    }
+                }
             }
             if let Some(b) = bias_data {
-                for (row, &bv) in out_n.chunks_mut(spatial).zip(b) {
+                for (i, row) in out_blk.chunks_mut(spatial).enumerate() {
+                    let bv = b[i % geo.c_out];
                     for v in row {
                         *v = *v + bv;
                     }
@@ -232,38 +274,70 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
     let plane = geo.h * geo.w;
     let per_image = geo.c_in * plane;
     let pointwise = is_pointwise(&geo);
-    let scratch_len = if pointwise { 0 } else { geo.k_cols() * spatial };
+    let ipb = images_per_block(spatial, geo.batch);
+    let (m, k) = (geo.c_out_group(), geo.k_cols());
+    let dcols_len = if pointwise && ipb == 1 {
+        0
+    } else {
+        k * ipb * spatial
+    };
+    let gather_len = if ipb > 1 { m * ipb * spatial } else { 0 };
     let mut dx = vec![T::ZERO; geo.batch * per_image];
 
-    for_each_image(
+    for_each_block(
         &mut dx,
         per_image,
         geo.batch,
-        scratch_len,
-        |n, dx_n, dcols, parallel| {
-            let (m, k) = (geo.c_out_group(), geo.k_cols());
+        ipb,
+        dcols_len + gather_len,
+        |n0, count, dx_blk, scratch, parallel| {
+            let ncols = count * spatial;
+            let (dcols, gathered) = scratch.split_at_mut(dcols_len);
             for group in 0..geo.groups {
                 let lhs = &w_data[group * m * k..][..m * k];
-                let rhs = &g_data[(n * geo.c_out + group * m) * spatial..][..m * spatial];
-                let dst: &mut [T] = if pointwise {
-                    &mut dx_n[group * geo.c_in_group() * plane..][..k * spatial]
+                // The output gradient of the block as `[co, (image, oh, ow)]`.
+                let rhs: &[T] = if count == 1 {
+                    &g_data[(n0 * geo.c_out + group * m) * spatial..][..m * spatial]
                 } else {
-                    &mut dcols[..k * spatial]
+                    for j in 0..count {
+                        for r in 0..m {
+                            gathered[r * ncols + j * spatial..][..spatial].copy_from_slice(
+                                &g_data[((n0 + j) * geo.c_out + group * m + r) * spatial..]
+                                    [..spatial],
+                            );
+                        }
+                    }
+                    &gathered[..m * ncols]
+                };
+                let direct = pointwise && count == 1;
+                let dst: &mut [T] = if direct {
+                    &mut dx_blk[group * geo.c_in_group() * plane..][..k * spatial]
+                } else {
+                    &mut dcols[..k * ncols]
                 };
                 // SAFETY: lhs = W^T is k x m read from W (m x k row-major: element (i, j)
-                // at j * k + i), rhs is m x spatial (row stride spatial), dst is k x spatial.
+                // at j * k + i), rhs is m x ncols (row stride ncols), dst is k x ncols.
                 unsafe {
                     matmul(
-                        (k, spatial, m),
+                        (k, ncols, m),
                         dst.as_mut_ptr(),
-                        spatial,
+                        ncols,
                         (lhs.as_ptr(), k, 1),
-                        (rhs.as_ptr(), 1, spatial),
+                        (rhs.as_ptr(), 1, ncols),
                         parallel,
                     );
                 }
-                if !pointwise {
-                    col2im(dcols, &geo, group, dx_n);
+                if !direct {
+                    for j in 0..count {
+                        col2im(
+                            dcols,
+                            ncols,
+                            j * spatial,
+                            &geo,
+                            group,
+                            &mut dx_blk[j * per_image..][..per_image],
+                        );
+                    }
                 }
             }
         },
@@ -276,9 +350,17 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
     )
 }
 
-/// `dx_n[group channels] += col2im(dcols)`: every column entry is added back to the input
-/// position it was read from (the adjoint of `im2col`), in a fixed order.
-fn col2im<T: GradElement>(dcols: &[T], geo: &Geometry, group: usize, dx_n: &mut [T]) {
+/// `dx_n[group channels] += col2im(dcols)` for the image in columns `col0..col0 + spatial`
+/// of `dcols` (rows `ld` long): every column entry is added back to the input position it
+/// was read from (the adjoint of `im2col`), in a fixed order.
+fn col2im<T: GradElement>(
+    dcols: &[T],
+    ld: usize,
+    col0: usize,
+    geo: &Geometry,
+    group: usize,
+    dx_n: &mut [T],
+) {
     let spatial = geo.spatial_out();
     let cig = geo.c_in_group();
     for ci in 0..cig {
@@ -287,7 +369,7 @@ fn col2im<T: GradElement>(dcols: &[T], geo: &Geometry, group: usize, dx_n: &mut 
         for kh in 0..geo.k_h {
             for kw in 0..geo.k_w {
                 let row = (ci * geo.k_h + kh) * geo.k_w + kw;
-                let src = &dcols[row * spatial..(row + 1) * spatial];
+                let src = &dcols[row * ld + col0..][..spatial];
                 let offset_h = kh * geo.dilation[0];
                 let offset_w = kw * geo.dilation[1];
                 for oh in 0..geo.out_h {
@@ -335,17 +417,4 @@ fn add_row<T: GradElement>(src: &[T], dst: &mut [T], stride: usize, offset: usiz
             *d = *d + s;
         }
     }
-}
-
-/// Whether the native path pays off: output planes of at least [`MIN_SPATIAL`] positions.
-pub(crate) fn worthwhile(x_shape: &Shape, w_shape: &Shape, options: &ConvOptions<2>) -> bool {
-    if x_shape.num_dims() != 4 || w_shape.num_dims() != 4 {
-        return false;
-    }
-    let pad = options.padding_begin();
-    let out = [0, 1].map(|i| {
-        let span = options.dilation[i] * (w_shape[2 + i].max(1) - 1) + 1;
-        (x_shape[2 + i] + 2 * pad[i]).saturating_sub(span) / options.stride[i].max(1) + 1
-    });
-    out[0] * out[1] >= MIN_SPATIAL
 }

@@ -9,10 +9,12 @@
 //! grad_w[co, (ci, kh, kw)]   += grad_out[n, co, (oh, ow)] . cols^T
 //! ```
 //!
-//! one GEMM per image and group, accumulated in place. The batch is split into at most
-//! `BLOCKS` contiguous blocks, a fixed number whatever the thread count; each block
-//! accumulates into its own buffer and the buffers are added in block order, so the result
-//! is the same bits on 1 or 16 threads.
+//! one GEMM per image and group, accumulated in place; where the output planes are small
+//! (under `conv_native::TARGET_COLS` positions) several images are lowered side by side and
+//! reduced in one GEMM. The batch is split into at most `BLOCKS` contiguous blocks, a number
+//! fixed by the shapes whatever the thread count; each block accumulates into its own
+//! buffer and the buffers are added in block order, so the result is the same bits on 1 or
+//! 16 threads.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -110,18 +112,52 @@ pub(crate) fn conv2d_weight_grad<T: GradElement>(
     let g_data: &[T] = g.storage();
     let len = geo.c_out * geo.k_cols();
 
-    let blocks = BLOCKS.min(geo.batch.max(1));
+    // Small output planes: several images per GEMM (`ipb`, from the shapes only), so that
+    // the reduction over positions is not a thin product; and no more blocks than that
+    // leaves images for.
+    let spatial = geo.spatial_out();
+    let ipb = super::conv_native::images_per_block(spatial, geo.batch);
+    let blocks = BLOCKS.min(geo.batch.div_ceil(ipb).max(1));
     let per_block = geo.batch.div_ceil(blocks.max(1)).max(1);
+    let m = geo.c_out_group();
     let accumulate = |block: usize| -> Vec<T> {
         let mut acc = vec![T::ZERO; len];
         let start = (block * per_block).min(geo.batch);
         let end = ((block + 1) * per_block).min(geo.batch);
-        let mut cols = vec![T::ZERO; geo.k_cols() * geo.spatial_out()];
-        for n in start..end {
+        let mut cols = vec![T::ZERO; geo.k_cols() * ipb * spatial];
+        let mut gathered = vec![T::ZERO; if ipb > 1 { m * ipb * spatial } else { 0 }];
+        let mut n0 = start;
+        while n0 < end {
+            let count = ipb.min(end - n0);
+            let ld = count * spatial;
             for group in 0..geo.groups {
-                im2col(x_data, &geo, n, group, &mut cols);
-                accumulate_group(g_data, &geo, n, group, &cols, &mut acc, n > start);
+                for j in 0..count {
+                    im2col_at(x_data, &geo, n0 + j, group, &mut cols, ld, j * spatial);
+                }
+                let lhs: &[T] = if count == 1 {
+                    &g_data[(n0 * geo.c_out + group * m) * spatial..][..m * spatial]
+                } else {
+                    for j in 0..count {
+                        for r in 0..m {
+                            gathered[r * ld + j * spatial..][..spatial].copy_from_slice(
+                                &g_data[((n0 + j) * geo.c_out + group * m + r) * spatial..]
+                                    [..spatial],
+                            );
+                        }
+                    }
+                    &gathered[..m * ld]
+                };
+                accumulate_group(
+                    lhs,
+                    &geo,
+                    ld,
+                    group,
+                    &cols[..geo.k_cols() * ld],
+                    &mut acc,
+                    n0 > start,
+                );
             }
+            n0 += count;
         }
         acc
     };
@@ -152,14 +188,17 @@ pub(crate) fn conv2d_weight_grad<T: GradElement>(
 /// the number of threads).
 const BLOCKS: usize = 8;
 
-/// Fill `cols` (`[k_cols, spatial_out]`, row-major) with the input patches of image `n`,
-/// input channels of `group`.
-pub(crate) fn im2col<T: GradElement>(
+/// Fill the columns `col0..col0 + spatial_out` of `cols` (`[k_cols, ld]`, row-major) with
+/// the input patches of image `n`, input channels of `group` (several images side by side:
+/// image `j` of a block at `col0 = j * spatial_out`).
+pub(crate) fn im2col_at<T: GradElement>(
     x: &[T],
     geo: &Geometry,
     n: usize,
     group: usize,
     cols: &mut [T],
+    ld: usize,
+    col0: usize,
 ) {
     let spatial = geo.spatial_out();
     let cig = geo.c_in_group();
@@ -169,7 +208,7 @@ pub(crate) fn im2col<T: GradElement>(
         for kh in 0..geo.k_h {
             for kw in 0..geo.k_w {
                 let row = (ci * geo.k_h + kh) * geo.k_w + kw;
-                let dst = &mut cols[row * spatial..(row + 1) * spatial];
+                let dst = &mut cols[row * ld + col0..][..spatial];
                 let offset_h = kh * geo.dilation[0];
                 let offset_w = kw * geo.dilation[1];
                 for oh in 0..geo.out_h {
@@ -212,20 +251,22 @@ fn fill_row<T: GradElement>(src: &[T], out: &mut [T], stride: usize, offset: usi
     }
 }
 
-/// `acc[group rows] (+)= grad_out[n, group channels] . cols^T`.
+/// `acc[group rows] (+)= lhs . cols^T`, where `lhs` (`[co, positions]`, `m x k`) is the
+/// output gradient of the group's channels for one or more images side by side and `cols`
+/// (`[(ci, kh, kw), positions]`) their lowered input, both with rows `k` long.
 fn accumulate_group<T: GradElement>(
-    g: &[T],
+    lhs: &[T],
     geo: &Geometry,
-    n: usize,
+    k: usize,
     group: usize,
     cols: &[T],
     acc: &mut [T],
     read_acc: bool,
 ) {
     let m = geo.c_out_group();
-    let k = geo.spatial_out();
     let ncols = geo.k_cols();
-    let lhs = &g[(n * geo.c_out + group * m) * k..][..m * k];
+    let lhs = &lhs[..m * k];
+    let cols = &cols[..ncols * k];
     let dst = &mut acc[group * m * ncols..][..m * ncols];
     // SAFETY: dst is m x ncols row-major (row stride ncols), lhs is m x k row-major (row
     // stride k) and rhs = cols^T is k x ncols read from cols (ncols x k row-major): element

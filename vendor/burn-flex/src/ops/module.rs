@@ -12,8 +12,7 @@ use burn_backend::{
         AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
         ConvTransposeOptions, DeformConv2dBackward, DeformConvOptions, FloatTensorOps,
         IntTensorOps, InterpolateMode, InterpolateOptions, MaxPool2dBackward, MaxPool2dWithIndices,
-        ModuleOps,
-        conv::{calculate_padding_out, pad_asymmetric_conv_input},
+        ModuleOps, conv::pad_asymmetric_conv_input,
     },
     tensor::{BoolTensor, FloatTensor, IntTensor},
 };
@@ -26,7 +25,7 @@ fn half_to_f32(t: FlexTensor, dtype: DType) -> FlexTensor {
     match dtype {
         DType::F16 => cast_to_f32(t, f16::to_f32),
         DType::BF16 => cast_to_f32(t, bf16::to_f32),
-        dtype => panic!("batch_norm: unsupported dtype {:?}", dtype),
+        dtype => panic!("unsupported dtype {:?}", dtype),
     }
 }
 
@@ -89,14 +88,12 @@ impl ModuleOps<Flex> for Flex {
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
         let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
-        // robustness patch: per-image im2col + GEMM on NCHW where the output planes are big
-        // enough (conv_native.rs).
-        if conv_native::worthwhile(x.layout().shape(), weight.layout().shape(), &options) {
-            match x.dtype() {
-                DType::F32 => return conv_native::conv2d_forward::<f32>(x, weight, bias, &options),
-                DType::F64 => return conv_native::conv2d_forward::<f64>(x, weight, bias, &options),
-                _ => {}
-            }
+        // robustness patch: im2col + GEMM on NCHW, per image or per block of images
+        // (conv_native.rs); f16 / bf16 keep Flex's path.
+        match x.dtype() {
+            DType::F32 => return conv_native::conv2d_forward::<f32>(x, weight, bias, &options),
+            DType::F64 => return conv_native::conv2d_forward::<f64>(x, weight, bias, &options),
+            _ => {}
         }
         match x.dtype() {
             DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
@@ -199,7 +196,7 @@ impl ModuleOps<Flex> for Flex {
     }
 
     // robustness patch: a native input gradient (GEMM + col2im, conv_native.rs) instead of
-    // Burn's default (a transposed convolution), where the output planes are big enough.
+    // Burn's default (a transposed convolution); f16 / bf16 through f32.
     fn conv2d_x_backward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
@@ -207,45 +204,19 @@ impl ModuleOps<Flex> for Flex {
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
         let x_shape = x.layout().shape().clone();
-        let native = options.is_asymmetric()
-            || conv_native::worthwhile(&x_shape, weight.layout().shape(), &options);
         match x.dtype() {
-            DType::F32 if native => {
-                return conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options);
+            DType::F32 => {
+                conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options)
             }
-            DType::F64 if native => {
-                return conv_native::conv2d_x_grad::<f64>(&x_shape, weight, output_grad, &options);
+            DType::F64 => {
+                conv_native::conv2d_x_grad::<f64>(&x_shape, weight, output_grad, &options)
             }
-            _ => {}
+            dtype => {
+                let [weight, output_grad] = [weight, output_grad].map(|t| half_to_f32(t, dtype));
+                let dx = conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options);
+                f32_to_half(dx, dtype)
+            }
         }
-        let w_shape = weight.layout().shape().clone();
-        let [g_h, g_w] = [
-            output_grad.layout().shape()[2],
-            output_grad.layout().shape()[3],
-        ];
-        let padding = options.padding_begin();
-        let padding_out = [0, 1].map(|i| {
-            calculate_padding_out(
-                w_shape[2 + i],
-                options.stride[i],
-                padding[i],
-                options.dilation[i],
-                x_shape[2 + i],
-                [g_h, g_w][i],
-            )
-        });
-        Flex::conv_transpose2d(
-            output_grad,
-            weight,
-            None,
-            ConvTransposeOptions::new(
-                options.stride,
-                padding,
-                padding_out,
-                options.dilation,
-                options.groups,
-            ),
-        )
     }
 
     // robustness patch: a native weight gradient instead of Burn's default (a convolution of
