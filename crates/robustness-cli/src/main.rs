@@ -19,7 +19,26 @@ mod progress;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the training and attack steps allocate the same large
+/// activation buffers every step, and glibc maps and unmaps them each time (page faults and
+/// TLB shootdowns were ~19% of the small CNN's train step; BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay`: its position in `mi_option_e` (mimalloc v3's
+/// `include/mimalloc.h`, as built by libmimalloc-sys 0.1.49, which names only some options).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped for reuse (mimalloc returns it to the OS 10 ms after a free by
+/// default, so each step faulted its buffers in again). Peak memory is unchanged: only
+/// what was live at some point stays mapped.
+fn keep_freed_memory() {
+    // SAFETY: sets one integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
