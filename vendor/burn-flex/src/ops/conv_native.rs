@@ -295,20 +295,7 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
             let (dcols, gathered) = scratch.split_at_mut(dcols_len);
             for group in 0..geo.groups {
                 let lhs = &w_data[group * m * k..][..m * k];
-                // The output gradient of the block as `[co, (image, oh, ow)]`.
-                let rhs: &[T] = if count == 1 {
-                    &g_data[(n0 * geo.c_out + group * m) * spatial..][..m * spatial]
-                } else {
-                    for j in 0..count {
-                        for r in 0..m {
-                            gathered[r * ncols + j * spatial..][..spatial].copy_from_slice(
-                                &g_data[((n0 + j) * geo.c_out + group * m + r) * spatial..]
-                                    [..spatial],
-                            );
-                        }
-                    }
-                    &gathered[..m * ncols]
-                };
+                let rhs = grad_block(g_data, &geo, n0, count, group, gathered);
                 let direct = pointwise && count == 1;
                 let dst: &mut [T] = if direct {
                     &mut dx_blk[group * geo.c_in_group() * plane..][..k * spatial]
@@ -348,6 +335,31 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
         Layout::contiguous(x_shape.clone()),
         T::DTYPE,
     )
+}
+
+/// The output gradient (`[batch, c_out, positions]`) of images `n0..n0 + count`, channels
+/// of `group`, as one `[co, (image, position)]` matrix: a slice of `g` for one image, else
+/// gathered into `buf` (at least `c_out_group * count * positions` long).
+pub(crate) fn grad_block<'a, T: GradElement>(
+    g: &'a [T],
+    geo: &Geometry,
+    n0: usize,
+    count: usize,
+    group: usize,
+    buf: &'a mut [T],
+) -> &'a [T] {
+    let (m, spatial) = (geo.c_out_group(), geo.spatial_out());
+    if count == 1 {
+        return &g[(n0 * geo.c_out + group * m) * spatial..][..m * spatial];
+    }
+    let ncols = count * spatial;
+    for j in 0..count {
+        for r in 0..m {
+            buf[r * ncols + j * spatial..][..spatial]
+                .copy_from_slice(&g[((n0 + j) * geo.c_out + group * m + r) * spatial..][..spatial]);
+        }
+    }
+    &buf[..m * ncols]
 }
 
 /// `dx_n[group channels] += col2im(dcols)` for the image in columns `col0..col0 + spatial`

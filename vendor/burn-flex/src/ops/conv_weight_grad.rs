@@ -134,19 +134,8 @@ pub(crate) fn conv2d_weight_grad<T: GradElement>(
                 for j in 0..count {
                     im2col_at(x_data, &geo, n0 + j, group, &mut cols, ld, j * spatial);
                 }
-                let lhs: &[T] = if count == 1 {
-                    &g_data[(n0 * geo.c_out + group * m) * spatial..][..m * spatial]
-                } else {
-                    for j in 0..count {
-                        for r in 0..m {
-                            gathered[r * ld + j * spatial..][..spatial].copy_from_slice(
-                                &g_data[((n0 + j) * geo.c_out + group * m + r) * spatial..]
-                                    [..spatial],
-                            );
-                        }
-                    }
-                    &gathered[..m * ld]
-                };
+                let lhs =
+                    super::conv_native::grad_block(g_data, &geo, n0, count, group, &mut gathered);
                 accumulate_group(
                     lhs,
                     &geo,
