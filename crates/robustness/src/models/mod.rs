@@ -258,6 +258,11 @@ mod tests {
             (5, 3, 8, 12, 4, [3, 3], [1, 1], [1, 1], [1, 1], 1),
             (5, 4, 8, 8, 6, [1, 1], [1, 1], [0, 0], [1, 1], 2),
             (6, 4, 8, 8, 8, [1, 1], [2, 2], [0, 0], [1, 1], 1),
+            // Stride 1 with the output as wide as the input: lowered as one shifted copy
+            // per kernel tap (dilated; taller kernel than padding; no width padding).
+            (2, 3, 9, 7, 4, [3, 3], [1, 1], [2, 2], [2, 2], 1),
+            (2, 2, 9, 6, 3, [5, 3], [1, 1], [1, 1], [1, 1], 1),
+            (3, 2, 7, 5, 2, [3, 1], [1, 1], [0, 0], [1, 1], 1),
         ];
         for (n, ci, h, w, co, k, stride, pad, dil, groups) in cases {
             let oh = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) / stride[0] + 1;
@@ -274,12 +279,13 @@ mod tests {
             let weight =
                 Tensor::<4>::from_data(TensorData::new(wv.clone(), [co, cig, k[0], k[1]]), &device)
                     .require_grad();
-            let bias = Tensor::<1>::from_data(TensorData::new(bv.clone(), [co]), &device);
+            let bias =
+                Tensor::<1>::from_data(TensorData::new(bv.clone(), [co]), &device).require_grad();
             let g = Tensor::<4>::from_data(TensorData::new(gv.clone(), [n, co, oh, ow]), &device);
             let y = conv2d(
                 x.clone(),
                 weight.clone(),
-                Some(bias),
+                Some(bias.clone()),
                 ConvOptions::new(stride, pad, dil, groups),
             );
             assert_eq!(y.dims(), [n, co, oh, ow]);
@@ -287,6 +293,11 @@ mod tests {
             let grads = (y * g).sum().backward();
             let got_w = crate::tensors::to_vec(weight.grad(&grads).expect("weight gradient"));
             let got_x = crate::tensors::to_vec(x.grad(&grads).expect("input gradient"));
+            let got_b = crate::tensors::to_vec(bias.grad(&grads).expect("bias gradient"));
+            let mut want_b = vec![0.0f64; co];
+            for (i, gi) in gv.iter().enumerate() {
+                want_b[(i / (oh * ow)) % co] += f64::from(*gi);
+            }
             let mut want_y: Vec<f64> = (0..n * co * oh * ow)
                 .map(|i| f64::from(bv[(i / (oh * ow)) % co]))
                 .collect();
@@ -319,6 +330,7 @@ mod tests {
                 ("output", &got_y, &want_y),
                 ("weight gradient", &got_w, &want_w),
                 ("input gradient", &got_x, &want_x),
+                ("bias gradient", &got_b, &want_b),
             ] {
                 assert_eq!(got.len(), want.len(), "{what}");
                 for (i, (a, b)) in got.iter().zip(want).enumerate() {
@@ -447,7 +459,13 @@ mod tests {
         let (oh, ow) = (h / 2, w / 2);
         assert_eq!(y.dims(), [n, c, oh, ow]);
         let got = crate::tensors::to_vec(y.clone());
-        let grads = y.sum().backward();
+        // A different upstream gradient per window, so a value sent to the wrong position
+        // of its window shows.
+        let gv: Vec<f32> = (0..n * c * (h / 2) * (w / 2))
+            .map(|i| 1.0 + i as f32)
+            .collect();
+        let g = Tensor::<4>::from_data(TensorData::new(gv.clone(), [n, c, h / 2, w / 2]), &device);
+        let grads = (y.clone() * g).sum().backward();
         let gx = crate::tensors::to_vec(x.grad(&grads).expect("input gradient"));
         let mut want_grad = vec![0.0f32; xv.len()];
         for p in 0..n * c {
@@ -466,7 +484,7 @@ mod tests {
                 } else {
                     assert_eq!(out, xv[best], "window {p} {i} {j}");
                 }
-                want_grad[best] += 1.0;
+                want_grad[best] += gv[(p * oh + i) * ow + j];
             }
         }
         assert_eq!(gx, want_grad);

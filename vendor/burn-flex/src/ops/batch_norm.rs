@@ -277,6 +277,24 @@ pub(crate) fn batch_norm_train<T: NormElement>(
     )
 }
 
+/// Per-channel sum of a `[batch, channels, ...]` tensor over its batch and spatial axes,
+/// e.g. the bias gradient of a convolution. Burn's default swaps the batch and channel
+/// axes into a contiguous copy first (8% of the small CNN's train step); here each
+/// channel is summed in place, in f64 and in a fixed order.
+pub(crate) fn channel_sum<T: NormElement>(t: FlexTensor) -> FlexTensor {
+    let t = t.to_contiguous();
+    let dims = Dims::of(t.layout().shape());
+    let data: &[T] = t.storage();
+    let sums = per_channel(dims.channels, |c| {
+        let mut sum = 0.0;
+        for n in 0..dims.batch {
+            sum += lane_sum(dims.plane(data, n, c), T::widen);
+        }
+        sum
+    });
+    channel_tensor::<T>(&sums)
+}
+
 /// Gradients of [`batch_norm_train`] with respect to `x`, `gamma` and `beta`.
 ///
 /// With `xhat = (x - mean) * inv_std`, `M = batch * spatial`:

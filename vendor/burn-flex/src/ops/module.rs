@@ -195,6 +195,23 @@ impl ModuleOps<Flex> for Flex {
         BatchNormTrainBackward::new(x_grad, gamma_grad, beta_grad)
     }
 
+    // robustness patch: the bias gradient summed in place per channel instead of Burn's
+    // default (a batch/channel-swapped contiguous copy of the output gradient, then a sum).
+    fn conv2d_bias_backward(
+        _x: FloatTensor<Flex>,
+        _bias: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+    ) -> FloatTensor<Flex> {
+        match output_grad.dtype() {
+            DType::F32 => batch_norm::channel_sum::<f32>(output_grad),
+            DType::F64 => batch_norm::channel_sum::<f64>(output_grad),
+            dtype => {
+                let sum = batch_norm::channel_sum::<f32>(half_to_f32(output_grad, dtype));
+                f32_to_half(sum, dtype)
+            }
+        }
+    }
+
     // robustness patch: a native input gradient (GEMM + col2im, conv_native.rs) instead of
     // Burn's default (a transposed convolution); f16 / bf16 through f32.
     fn conv2d_x_backward(
