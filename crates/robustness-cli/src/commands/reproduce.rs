@@ -929,7 +929,7 @@ fn write_report(
             String::new()
         } else {
             format!(
-                " Robust accuracy: {} PGD, 20 steps of 2.5 eps / 20, no random start, best iterate, on the first {} test images.",
+                " Robust accuracy: {} PGD, 20 steps of 2.5 eps / 20, no random start, best iterate, on {} test images spread evenly over the test set.",
                 if plan.eval_constraint == Constraint::Linf {
                     "L-inf"
                 } else {

@@ -263,8 +263,8 @@ mod tests {
             (2, 3, 9, 7, 4, [3, 3], [1, 1], [2, 2], [2, 2], 1),
             (2, 2, 9, 6, 3, [5, 3], [1, 1], [1, 1], [1, 1], 1),
             (3, 2, 7, 5, 2, [3, 1], [1, 1], [0, 0], [1, 1], 1),
-            // Wide padding: the input gradient puts back 4 wrapped columns per row, 16 rows
-            // at a time (two passes over 20 rows); then taps that miss the input entirely.
+            // Wide padding: 4 wrapped columns per row to clear in the lowering; then taps that
+            // miss the input entirely.
             (2, 2, 20, 9, 3, [1, 9], [1, 1], [0, 4], [1, 1], 1),
             (2, 2, 4, 3, 2, [1, 9], [1, 1], [0, 4], [1, 1], 1),
         ];

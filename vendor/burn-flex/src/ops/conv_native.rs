@@ -384,10 +384,6 @@ fn col2im<T: GradElement>(
                 let src = &dcols[row * ld + col0..][..spatial];
                 let offset_h = kh * geo.dilation[0];
                 let offset_w = kw * geo.dilation[1];
-                if geo.stride == [1, 1] && geo.out_w == geo.w {
-                    add_shifted_plane(src, plane, geo, offset_h, offset_w);
-                    continue;
-                }
                 for oh in 0..geo.out_h {
                     let ih = (oh * geo.stride[0] + offset_h).wrapping_sub(geo.pad[0]);
                     if ih >= geo.h {
@@ -404,83 +400,6 @@ fn col2im<T: GradElement>(
                 }
             }
         }
-    }
-}
-
-/// The adjoint of `conv_weight_grad::shifted_plane` (stride 1, output as wide as the
-/// input): `plane[oh + offset_h - pad_h][ow + offset_w - pad_w] += src[oh][ow]` where that
-/// position lies inside the plane. Rows of equal length make the valid rows one contiguous
-/// shifted add; the at most `pad_w` columns per row that wrap into the neighbouring row are
-/// saved before it and put back after it (exact, and each plane position still receives
-/// its additions in the same order), a few rows at a time.
-fn add_shifted_plane<T: GradElement>(
-    src: &[T],
-    plane: &mut [T],
-    geo: &Geometry,
-    offset_h: usize,
-    offset_w: usize,
-) {
-    let (h, w, out_h) = (geo.h, geo.w, geo.out_h);
-    let (pad_h, pad_w) = (geo.pad[0], geo.pad[1]);
-    let lo = pad_h.saturating_sub(offset_h).min(out_h);
-    let hi = if h + pad_h > offset_h {
-        (h + pad_h - offset_h).min(out_h)
-    } else {
-        0
-    }
-    .max(lo);
-    let (skip_front, skip_back) = if offset_w >= pad_w {
-        (0, offset_w - pad_w)
-    } else {
-        (pad_w - offset_w, 0)
-    };
-    if lo == hi || skip_front + skip_back >= w {
-        return;
-    }
-    // Source index q (rows lo..hi) adds into plane index q + row_shift + offset_w - pad_w.
-    let row_shift = (lo + offset_h - pad_h) * w;
-    let target = |q: usize| q + row_shift + offset_w - lo * w - pad_w;
-    let wrapped = skip_front + skip_back;
-    const SAVED: usize = 64;
-    let rows_per_pass = if wrapped == 0 {
-        hi - lo
-    } else {
-        (SAVED / wrapped).max(1)
-    };
-    let mut saved = [T::ZERO; SAVED];
-    let mut r0 = lo;
-    while r0 < hi {
-        let r1 = (r0 + rows_per_pass).min(hi);
-        let q0 = r0 * w + skip_front;
-        let q1 = r1 * w - skip_back;
-        // The wrapped sources inside q0..q1: the first skip_front columns of rows after r0
-        // and the last skip_back columns of rows before r1 - 1.
-        let wrapped_sources = (r0..r1).flat_map(|r| {
-            let front = if r > r0 {
-                r * w..r * w + skip_front
-            } else {
-                0..0
-            };
-            let back = if r + 1 < r1 {
-                (r + 1) * w - skip_back..(r + 1) * w
-            } else {
-                0..0
-            };
-            front.chain(back)
-        });
-        let mut count = 0;
-        for q in wrapped_sources.clone() {
-            saved[count] = plane[target(q)];
-            count += 1;
-        }
-        let t0 = target(q0);
-        for (d, &s) in plane[t0..t0 + (q1 - q0)].iter_mut().zip(&src[q0..q1]) {
-            *d = *d + s;
-        }
-        for (i, q) in wrapped_sources.enumerate() {
-            plane[target(q)] = saved[i];
-        }
-        r0 = r1;
     }
 }
 
