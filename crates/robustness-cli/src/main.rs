@@ -30,8 +30,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory mapped for reuse (mimalloc returns it to the OS 10 ms after a free by
-/// default, so each step faulted its buffers in again). Peak memory is unchanged: only
-/// what was live at some point stays mapped.
+/// default, so each step faulted its buffers in again). Only memory that was live at some
+/// point stays mapped, but freed blocks are not coalesced back for other sizes, so the
+/// resident set is higher (small CNN train, batch 128: 142 -> 244 MiB; BENCHMARKS.md).
 fn keep_freed_memory() {
     // SAFETY: sets one integer option; mimalloc reads options atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
