@@ -361,8 +361,11 @@ pub struct ConstructArgs {
     /// det (D_det: t = y+1 mod C), rand (D_rand: t uniform), robust (D_R) or nonrobust (D_NR).
     pub kind: String,
     /// The model checkpoint (standard for det/rand/nonrobust, adversarially trained for robust).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// Repeat it for an ensemble: `--model A --model B` attacks the mean of their logits
+    /// (inverts their representations side by side), which tends to give perturbations that
+    /// transfer better than one model's.
+    #[arg(long, required = true)]
+    pub model: Vec<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Output folder (meta.json + chunks/); rerunning the same command resumes it.

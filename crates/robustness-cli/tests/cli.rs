@@ -824,6 +824,73 @@ fn construct_resumes_after_kill_9_and_shards_merge_to_the_same_bytes() {
 }
 
 #[test]
+fn construct_with_an_ensemble_attacks_every_member_and_records_them() {
+    let dir = temp_dir("construct-ensemble");
+    let a = train_linear_digits(&dir.join("a"), 2);
+    let b = train_linear_digits(&dir.join("b"), 4);
+    let construct = |out: &str, models: &[&str]| {
+        let mut args = vec!["construct", "det", "--limit", "60", "--steps", "10"];
+        for m in models {
+            args.extend(["--model", m]);
+        }
+        let out = dir.join(out);
+        let out = out.to_str().expect("utf-8").to_string();
+        args.extend(["--out", &out, "--json"]);
+        json_of(&run(&args))
+    };
+    let single = construct("single", &[&a]);
+    let both = construct("both", &[&a, &b]);
+    assert_ne!(single["config_id"], both["config_id"]);
+    assert!(both["summary"]["distance"]["max"].as_f64().expect("max") <= 3.0 + 1e-4);
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("both/meta.json")).expect("meta.json"),
+    )
+    .expect("json");
+    assert_eq!(meta["model"]["path"], a.as_str());
+    assert_eq!(meta["ensemble"].as_array().map(Vec::len), Some(1));
+    assert_eq!(meta["ensemble"][0]["path"], b.as_str());
+    let single_meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("single/meta.json")).expect("meta.json"),
+    )
+    .expect("json");
+    assert!(
+        single_meta.get("ensemble").is_none(),
+        "one model: no ensemble entry"
+    );
+    // The images differ: the second member moved the attack.
+    let (_, one) = robustness::construct::store::load(&dir.join("single")).expect("single");
+    let (_, two) = robustness::construct::store::load(&dir.join("both")).expect("both");
+    assert_eq!(one.images.len(), two.images.len());
+    assert_ne!(one.images, two.images);
+    // On the digits the seed picks the split: members of different seeds are refused.
+    let other = dir.join("c");
+    run_ok(&[
+        "train",
+        "--arch",
+        "linear",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        other.to_str().expect("utf-8"),
+    ]);
+    let c = other.join("latest");
+    let out = run(&[
+        "construct",
+        "det",
+        "--model",
+        &a,
+        "--model",
+        c.to_str().expect("utf-8"),
+        "--out",
+        dir.join("mixed").to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "seed");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn construct_rejects_bad_input_cleanly() {
     let dir = temp_dir("construct-bad");
     let out = run(&[

@@ -11,6 +11,7 @@ use robustness::construct::{
 };
 use robustness::data::DatasetKind;
 use robustness::defaults;
+use robustness::models::Classifier;
 use robustness::train::{self, checkpoint};
 use serde_json::json;
 use std::path::Path;
@@ -18,8 +19,8 @@ use std::time::Instant;
 
 pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     let kind: ConstructKind = args.kind.parse()?;
-    let ckpt_dir = checkpoint::resolve(&args.model)?;
-    let saved = checkpoint::read_meta(&ckpt_dir)?;
+    let first = args.model.first().context("--model is required")?;
+    let saved = checkpoint::read_meta(&checkpoint::resolve(first)?)?;
     // The model's own split (the embedded digits' split depends on the training seed).
     let split_seed = saved.seed;
     let (dataset, split, classes) = load_data(&args.data, split_seed)?;
@@ -41,7 +42,34 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
             train_set.spread(limit)
         };
     }
-    let (model, saved) = checkpoint::load_for_data(&args.model, &train_set, device)?;
+    let mut models = Vec::with_capacity(args.model.len());
+    let mut refs = Vec::with_capacity(args.model.len());
+    for path in &args.model {
+        let (model, saved) = checkpoint::load_for_data(path, &train_set, device)
+            .with_context(|| format!("loading --model {}", path.display()))?;
+        if dataset == DatasetKind::Digits && saved.seed != split_seed {
+            bail!(
+                "--model {} was trained with seed {} and {} with seed {split_seed}: on the embedded digits the seed picks the train/test split, so the ensemble's members would have trained on each other's test images",
+                path.display(),
+                saved.seed,
+                first.display()
+            );
+        }
+        let ckpt_dir = checkpoint::resolve(path)?;
+        refs.push(ModelRef {
+            path: path.display().to_string(),
+            sha256: construct::sha256_file(&ckpt_dir.join(checkpoint::WEIGHTS_FILE))?,
+            arch: saved.spec.arch,
+            epoch: saved.epoch,
+            adversarially_trained: adversarially_trained(&ckpt_dir),
+        });
+        models.push(model);
+    }
+    let model = if models.len() == 1 {
+        models.remove(0)
+    } else {
+        Classifier::ensemble(models)?
+    };
     let config = config_from(&args, defaults::construction(dataset, kind))?;
     let synthetic =
         (dataset == DatasetKind::Synthetic).then(|| crate::commands::synthetic_config(&args.data));
@@ -49,15 +77,8 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     source.limit = args.limit;
     source.limit_spread = args.limit.is_some() && !args.limit_first;
     source.from_test = from_test;
-    let model_ref = ModelRef {
-        path: args.model.display().to_string(),
-        sha256: construct::sha256_file(&ckpt_dir.join(checkpoint::WEIGHTS_FILE))?,
-        arch: saved.spec.arch,
-        epoch: saved.epoch,
-        adversarially_trained: adversarially_trained(&ckpt_dir),
-    };
     let shard: Option<Shard> = args.shard.as_deref().map(str::parse).transpose()?;
-    let meta = ConstructMeta::new(config, source, model_ref, shard)?;
+    let meta = ConstructMeta::with_models(config, source, refs, shard)?;
     let started = Instant::now();
     let what = match shard {
         Some(s) => format!("{} shard {}/{}", kind.paper_name(), s.index, s.count),

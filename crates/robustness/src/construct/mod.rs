@@ -419,8 +419,13 @@ pub struct ConstructMeta {
     pub config: ConstructConfig,
     /// Where the images come from.
     pub source: Source,
-    /// The model used.
+    /// The model used (the first of an ensemble).
     pub model: ModelRef,
+    /// The other members when the set was built with an ensemble (`construct --model A
+    /// --model B ...`: mean logits, joined representations); empty otherwise, and then left out
+    /// of the JSON and of `config_id`, so single-model sets keep their identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<ModelRef>,
     /// Number of examples (the whole set, also in a shard).
     pub examples: usize,
     /// Hash of (config, source, model): identifies chunks of this construction.
@@ -453,8 +458,28 @@ impl ConstructMeta {
         model: ModelRef,
         shard: Option<Shard>,
     ) -> Result<Self> {
-        let identity = serde_json::to_string(&(FORMAT, &config, &source, &model))
-            .map_err(|e| Error::Config(format!("cannot serialise the configuration: {e}")))?;
+        Self::with_models(config, source, vec![model], shard)
+    }
+
+    /// A new, unfinished construction with one model or an ensemble (`models` in order: the
+    /// first is `model`, the rest `ensemble`).
+    pub fn with_models(
+        config: ConstructConfig,
+        source: Source,
+        models: Vec<ModelRef>,
+        shard: Option<Shard>,
+    ) -> Result<Self> {
+        let mut models = models.into_iter();
+        let model = models
+            .next()
+            .ok_or_else(|| Error::Config("a construction needs a model".into()))?;
+        let ensemble: Vec<ModelRef> = models.collect();
+        let identity = if ensemble.is_empty() {
+            serde_json::to_string(&(FORMAT, &config, &source, &model))
+        } else {
+            serde_json::to_string(&(FORMAT, &config, &source, &model, &ensemble))
+        }
+        .map_err(|e| Error::Config(format!("cannot serialise the configuration: {e}")))?;
         let digest = Sha256::digest(identity.as_bytes());
         let config_id = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         Ok(Self {
@@ -464,6 +489,7 @@ impl ConstructMeta {
             config,
             source,
             model,
+            ensemble,
             config_id,
             shard,
             summary: None,

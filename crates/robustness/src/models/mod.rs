@@ -121,6 +121,8 @@ enum Network {
     Cnn(Cnn),
     ResNet(ResNet),
     Vgg(Vgg),
+    /// Several classifiers of the same inputs and classes: mean logits, joined features.
+    Ensemble(Vec<Classifier>),
 }
 
 /// A classifier: input normalisation, a network body and a linear head.
@@ -148,6 +150,38 @@ impl Classifier {
         }
     }
 
+    /// An ensemble of `members` (trained models of the same input shape and classes; load them
+    /// with [`crate::train::checkpoint::load_for_data`] so that this is checked): its logits
+    /// are the mean of the members' logits (the logit ensemble of transfer attacks, e.g. Dong
+    /// et al. 2018) and its representation is the members' representations side by side. For
+    /// attacks and constructions, not for training or checkpoints.
+    pub fn ensemble(members: Vec<Classifier>) -> crate::Result<Self> {
+        let Some(first) = members.first() else {
+            return Err(crate::Error::Config(
+                "an ensemble needs at least one model".into(),
+            ));
+        };
+        let images = first.takes_images();
+        if members.iter().any(|m| m.takes_images() != images) {
+            return Err(crate::Error::Config(
+                "an ensemble cannot mix image models with feature-vector models".into(),
+            ));
+        }
+        let c = first.normalize.mean().len();
+        Ok(Self {
+            normalize: Normalize::new(vec![0.0; c], vec![1.0; c], images),
+            net: Network::Ensemble(members),
+        })
+    }
+
+    /// Number of models: 1, or the members of an ensemble.
+    pub fn members(&self) -> usize {
+        match &self.net {
+            Network::Ensemble(m) => m.len(),
+            _ => 1,
+        }
+    }
+
     /// Whether inputs are images in [0, 1] (attacks then stay in that box); false for the
     /// synthetic feature vectors.
     pub fn takes_images(&self) -> bool {
@@ -156,25 +190,37 @@ impl Classifier {
 
     /// x: [batch, C, H, W] in [0, 1] -> representation [batch, features].
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.normalize.forward(x);
+        let normalize = |x| self.normalize.forward(x);
         match &self.net {
-            Network::Linear(m) => m.forward_features(x),
-            Network::Mlp(m) => m.forward_features(x),
-            Network::Cnn(m) => m.forward_features(x),
-            Network::ResNet(m) => m.forward_features(x),
-            Network::Vgg(m) => m.forward_features(x),
+            Network::Linear(m) => m.forward_features(normalize(x)),
+            Network::Mlp(m) => m.forward_features(normalize(x)),
+            Network::Cnn(m) => m.forward_features(normalize(x)),
+            Network::ResNet(m) => m.forward_features(normalize(x)),
+            Network::Vgg(m) => m.forward_features(normalize(x)),
+            Network::Ensemble(members) => Tensor::cat(
+                members
+                    .iter()
+                    .map(|m| m.forward_features(x.clone()))
+                    .collect(),
+                1,
+            ),
         }
     }
 
     /// x: [batch, C, H, W] in [0, 1] -> logits [batch, classes].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let features = self.forward_features(x);
         match &self.net {
-            Network::Linear(m) => m.head(features),
-            Network::Mlp(m) => m.head(features),
-            Network::Cnn(m) => m.head(features),
-            Network::ResNet(m) => m.head(features),
-            Network::Vgg(m) => m.head(features),
+            Network::Linear(m) => m.head(self.forward_features(x)),
+            Network::Mlp(m) => m.head(self.forward_features(x)),
+            Network::Cnn(m) => m.head(self.forward_features(x)),
+            Network::ResNet(m) => m.head(self.forward_features(x)),
+            Network::Vgg(m) => m.head(self.forward_features(x)),
+            Network::Ensemble(members) => {
+                let logits = members.iter().map(|m| m.forward(x.clone())).collect();
+                Tensor::stack::<3>(logits, 0)
+                    .mean_dim(0)
+                    .squeeze_dim::<2>(0)
+            }
         }
     }
 }
@@ -222,6 +268,44 @@ mod tests {
                 assert_eq!(model.forward_features(x).dims(), [2, features], "{arch}");
             }
         }
+    }
+
+    #[test]
+    fn an_ensemble_averages_logits_and_joins_features() {
+        let device = Device::flex();
+        device.seed(3);
+        let members: Vec<Classifier> = [Arch::Cnn, Arch::Mlp, Arch::Cnn]
+            .into_iter()
+            .map(|arch| Classifier::new(&spec(arch, 3, 8), &device))
+            .collect();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                (0..2 * 3 * 8 * 8)
+                    .map(|i| (i % 17) as f32 / 16.0)
+                    .collect::<Vec<_>>(),
+                [2, 3, 8, 8],
+            ),
+            &device,
+        );
+        let each: Vec<Vec<f32>> = members
+            .iter()
+            .map(|m| crate::tensors::to_vec(m.forward(x.clone())))
+            .collect();
+        let ensemble = Classifier::ensemble(members).expect("three image models");
+        assert_eq!(ensemble.members(), 3);
+        assert!(ensemble.takes_images());
+        let got = crate::tensors::to_vec(ensemble.forward(x.clone()));
+        assert_eq!(got.len(), 2 * 10);
+        for (i, g) in got.iter().enumerate() {
+            let want = (each[0][i] + each[1][i] + each[2][i]) / 3.0;
+            assert!((g - want).abs() < 1e-5, "logit {i}: {g} vs {want}");
+        }
+        assert!(each[0] != each[2], "members should differ");
+        assert_eq!(
+            ensemble.forward_features(x).dims(),
+            [2, CNN_FEATURES + MLP_HIDDEN + CNN_FEATURES]
+        );
+        assert!(Classifier::ensemble(Vec::new()).is_err());
     }
 
     /// Deterministic values in [-1, 1) with a few exact ties (multiples of 1/8).
