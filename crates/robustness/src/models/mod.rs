@@ -532,50 +532,60 @@ mod tests {
     }
 
     // The 2x2 / stride-2 max pooling is our kernel too: values, NaN propagation, odd sizes
-    // (the last row / column is dropped) and the gradient going to the first maximum.
+    // (the last row / column is dropped) and the gradient going to the first maximum. Rows of
+    // 8 and more windows take the AVX2 path (8 at a time, the rest scalar) on CPUs with AVX2.
     #[test]
     fn max_pool_2x2_matches_its_definition() {
         use burn::tensor::module::max_pool2d;
         use burn::tensor::ops::MaxPoolOptions;
         let device = Device::flex().autodiff();
-        let (n, c, h, w) = (2, 3, 5, 7);
-        let mut xv = values(n * c * h * w, 4);
-        xv[9] = f32::NAN; // image 0, channel 0, row 1, column 2
-        let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &device)
-            .require_grad();
-        let y = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]).with_stride([2, 2]));
-        let (oh, ow) = (h / 2, w / 2);
-        assert_eq!(y.dims(), [n, c, oh, ow]);
-        let got = crate::tensors::to_vec(y.clone());
-        // A different upstream gradient per window, so a value sent to the wrong position
-        // of its window shows.
-        let gv: Vec<f32> = (0..n * c * (h / 2) * (w / 2))
-            .map(|i| 1.0 + i as f32)
-            .collect();
-        let g = Tensor::<4>::from_data(TensorData::new(gv.clone(), [n, c, h / 2, w / 2]), &device);
-        let grads = (y.clone() * g).sum().backward();
-        let gx = crate::tensors::to_vec(x.grad(&grads).expect("input gradient"));
-        let mut want_grad = vec![0.0f32; xv.len()];
-        for p in 0..n * c {
-            for (i, j) in (0..oh).flat_map(|a| (0..ow).map(move |b| (a, b))) {
-                let window = [(0, 0), (0, 1), (1, 0), (1, 1)]
-                    .map(|(a, b)| p * h * w + (2 * i + a) * w + 2 * j + b);
-                let mut best = window[0];
-                for &k in &window[1..] {
-                    if xv[k] > xv[best] || xv[k].is_nan() {
-                        best = k;
-                    }
-                }
-                let out = got[(p * oh + i) * ow + j];
-                if xv[best].is_nan() {
-                    assert!(out.is_nan(), "window {p} {i} {j}: NaN must propagate");
-                } else {
-                    assert_eq!(out, xv[best], "window {p} {i} {j}");
-                }
-                want_grad[best] += gv[(p * oh + i) * ow + j];
+        for (n, c, h, w, nans) in [
+            (2, 3, 5, 7, vec![9]),
+            (2, 2, 6, 34, vec![0, 35, 70, 103, 250]),
+            (1, 3, 4, 16, vec![17, 40]),
+            (3, 1, 7, 17, vec![]),
+        ] {
+            let mut xv = values(n * c * h * w, 4);
+            for i in nans {
+                xv[i] = f32::NAN;
             }
+            let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, h, w]), &device)
+                .require_grad();
+            let y = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]).with_stride([2, 2]));
+            let (oh, ow) = (h / 2, w / 2);
+            assert_eq!(y.dims(), [n, c, oh, ow]);
+            let got = crate::tensors::to_vec(y.clone());
+            // A different upstream gradient per window, so a value sent to the wrong position
+            // of its window shows.
+            let gv: Vec<f32> = (0..n * c * oh * ow).map(|i| 1.0 + i as f32).collect();
+            let g = Tensor::<4>::from_data(TensorData::new(gv.clone(), [n, c, oh, ow]), &device);
+            let grads = (y.clone() * g).sum().backward();
+            let gx = crate::tensors::to_vec(x.grad(&grads).expect("input gradient"));
+            let mut want_grad = vec![0.0f32; xv.len()];
+            for p in 0..n * c {
+                for (i, j) in (0..oh).flat_map(|a| (0..ow).map(move |b| (a, b))) {
+                    let window = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                        .map(|(a, b)| p * h * w + (2 * i + a) * w + 2 * j + b);
+                    let mut best = window[0];
+                    for &k in &window[1..] {
+                        if xv[k] > xv[best] || xv[k].is_nan() {
+                            best = k;
+                        }
+                    }
+                    let out = got[(p * oh + i) * ow + j];
+                    if xv[best].is_nan() {
+                        assert!(
+                            out.is_nan(),
+                            "{h}x{w} window {p} {i} {j}: NaN must propagate"
+                        );
+                    } else {
+                        assert_eq!(out, xv[best], "{h}x{w} window {p} {i} {j}");
+                    }
+                    want_grad[best] += gv[(p * oh + i) * ow + j];
+                }
+            }
+            assert_eq!(gx, want_grad, "{h}x{w} gradient");
         }
-        assert_eq!(gx, want_grad);
     }
 
     #[test]

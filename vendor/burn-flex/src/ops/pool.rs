@@ -455,10 +455,13 @@ fn max_pool2d_2x2_f32(x: FlexTensor) -> (FlexTensor, FlexTensor) {
             let idx_row = &mut idx[oh * out_w..(oh + 1) * out_w];
             let top = &src[r0..r0 + 2 * out_w];
             let bottom = &src[r1..r1 + 2 * out_w];
+            // Eight windows at a time with AVX2 where the CPU has it (the stride-2
+            // de-interleave does not auto-vectorize), the rest below.
+            let first = pool2x2_simd::forward_row(top, bottom, out_row, idx_row, r0, in_w);
             // Scanning a, b, c, d in order equals: the winner of (a, b), then the winner of
             // (c, d) challenging it. Written as selects over plain indices so that it
             // vectorizes (scalar float compares here mispredict).
-            for ow in 0..out_w {
+            for ow in first..out_w {
                 let (a, b) = (top[2 * ow], top[2 * ow + 1]);
                 let (c, d) = (bottom[2 * ow], bottom[2 * ow + 1]);
                 let b_wins = (b > a) | b.is_nan();
@@ -1243,6 +1246,367 @@ pub fn adaptive_avg_pool1d_f32(x: FlexTensor, output_size: usize) -> FlexTensor 
 // Backward passes
 // ============================================================================
 
+/// Backward of the 2x2 / stride-2 max pooling (robustness patch): the windows do not overlap,
+/// so each window's four input gradients are written directly (the upstream gradient at the
+/// stored index, zero at the other three) instead of zeroing the input and scattering into it.
+/// `None` when the shapes or index type do not fit; a plane whose indices leave their window
+/// (never from our forward) is redone with the generic scatter. Results equal the scatter's:
+/// each gradient is stored as `0.0 + g`.
+pub fn max_pool2d_2x2_backward_f32(
+    x: &FlexTensor,
+    grad: &FlexTensor,
+    indices: &FlexTensor,
+) -> Option<FlexTensor> {
+    let shape = x.layout().shape();
+    let g_shape = grad.layout().shape();
+    if shape.len() != 4
+        || g_shape.len() != 4
+        || !matches!(indices.dtype(), DType::I64 | DType::I32)
+        || grad.dtype() != DType::F32
+        || indices.layout().shape() != g_shape
+    {
+        return None;
+    }
+    let (n, c, in_h, in_w) = (shape[0], shape[1], shape[2], shape[3]);
+    let (out_h, out_w) = (g_shape[2], g_shape[3]);
+    if g_shape[0] != n || g_shape[1] != c || out_h != in_h / 2 || out_w != in_w / 2 {
+        return None;
+    }
+    let grad = grad.clone().to_contiguous();
+    let indices = indices.clone().to_contiguous();
+    let g_data: &[f32] = grad.storage();
+    let output = if indices.dtype() == DType::I32 {
+        pool2x2_backward::<i32>(g_data, indices.storage(), n * c, in_h, in_w)
+    } else {
+        pool2x2_backward::<i64>(g_data, indices.storage(), n * c, in_h, in_w)
+    };
+    Some(FlexTensor::new(
+        Bytes::from_elems(output),
+        Layout::contiguous(Shape::from(vec![n, c, in_h, in_w])),
+        DType::F32,
+    ))
+}
+
+/// The input gradient of `planes` planes of `in_h x in_w` (see [`max_pool2d_2x2_backward_f32`]).
+fn pool2x2_backward<I: pool2x2_simd::PoolIndex>(
+    g_data: &[f32],
+    i_data: &[I],
+    planes: usize,
+    in_h: usize,
+    in_w: usize,
+) -> Vec<f32> {
+    use core::mem::MaybeUninit;
+    let (out_h, out_w) = (in_h / 2, in_w / 2);
+    let (plane_in, plane_out) = (in_h * in_w, out_h * out_w);
+    let len = planes * plane_in;
+    // Every element is written exactly once below (windows, then the dropped odd row and
+    // column), so the buffer is not zeroed first.
+    let mut output: Vec<f32> = Vec::with_capacity(len);
+
+    let run_plane = |p: usize, dst: &mut [MaybeUninit<f32>]| {
+        let g = &g_data[p * plane_out..(p + 1) * plane_out];
+        let idx = &i_data[p * plane_out..(p + 1) * plane_out];
+        let mut in_window = true;
+        for oh in 0..out_h {
+            let r0 = 2 * oh * in_w;
+            let (g_row, i_row) = (
+                &g[oh * out_w..(oh + 1) * out_w],
+                &idx[oh * out_w..(oh + 1) * out_w],
+            );
+            let (top, bottom) = dst[r0..r0 + 2 * in_w].split_at_mut(in_w);
+            let first =
+                pool2x2_simd::backward_row(g_row, i_row, top, bottom, r0, in_w, &mut in_window);
+            for ow in first..out_w {
+                let off = i_row[ow].to_i64() - (r0 + 2 * ow) as i64;
+                let v = 0.0 + g_row[ow];
+                let pick = |k: i64| if off == k { v } else { 0.0 };
+                top[2 * ow].write(pick(0));
+                top[2 * ow + 1].write(pick(1));
+                bottom[2 * ow].write(pick(in_w as i64));
+                bottom[2 * ow + 1].write(pick(in_w as i64 + 1));
+                in_window &= off == 0 || off == 1 || off == in_w as i64 || off == in_w as i64 + 1;
+            }
+            if in_w % 2 == 1 {
+                top[in_w - 1].write(0.0);
+                bottom[in_w - 1].write(0.0);
+            }
+        }
+        for v in &mut dst[2 * out_h * in_w..] {
+            v.write(0.0);
+        }
+        if !in_window {
+            // SAFETY: every element of the plane was written above.
+            let dst: &mut [f32] =
+                unsafe { core::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()) };
+            dst.fill(0.0);
+            for (k, &i) in idx.iter().enumerate() {
+                if let Some(slot) = usize::try_from(i.to_i64())
+                    .ok()
+                    .and_then(|i| dst.get_mut(i))
+                {
+                    *slot += g[k];
+                }
+            }
+        }
+    };
+    if plane_in > 0 {
+        let spare = &mut output.spare_capacity_mut()[..len];
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            spare
+                .par_chunks_mut(plane_in)
+                .enumerate()
+                .with_min_len((4096 / plane_in).max(1))
+                .for_each(|(p, dst)| run_plane(p, dst));
+        }
+        #[cfg(not(feature = "rayon"))]
+        for (p, dst) in spare.chunks_mut(plane_in).enumerate() {
+            run_plane(p, dst);
+        }
+    }
+    // SAFETY: run_plane wrote every element of every plane (or there are none).
+    unsafe { output.set_len(len) };
+    output
+}
+
+/// AVX2 kernels of the 2x2 / stride-2 max pooling, eight windows at a time; elsewhere (or on
+/// CPUs without AVX2) they do nothing and return 0, and the scalar loops do all the work.
+mod pool2x2_simd {
+    /// Index types of the pooling's stored argmax positions.
+    pub trait PoolIndex: bytemuck::Pod + Send + Sync {
+        fn to_i64(self) -> i64;
+        /// AVX2: the eight indices at `p` as i32 lanes, and whether they fit in 32 bits.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        unsafe fn load8(p: *const Self) -> (core::arch::x86_64::__m256i, bool);
+    }
+
+    impl PoolIndex for i32 {
+        fn to_i64(self) -> i64 {
+            self as i64
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load8(p: *const Self) -> (core::arch::x86_64::__m256i, bool) {
+            // SAFETY: the caller passes 8 readable values.
+            (
+                unsafe { core::arch::x86_64::_mm256_loadu_si256(p.cast()) },
+                true,
+            )
+        }
+    }
+
+    impl PoolIndex for i64 {
+        fn to_i64(self) -> i64 {
+            self
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load8(p: *const Self) -> (core::arch::x86_64::__m256i, bool) {
+            use core::arch::x86_64::*;
+            let p = p as *const __m256i;
+            // SAFETY: the caller passes 8 readable values (two 256-bit loads).
+            let (a, b) = unsafe { (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1))) };
+            let low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+            let high = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
+            let join = |sel: __m256i| {
+                _mm256_permute2x128_si256::<0x20>(
+                    _mm256_permutevar8x32_epi32(a, sel),
+                    _mm256_permutevar8x32_epi32(b, sel),
+                )
+            };
+            let (lo, hi) = (join(low), join(high));
+            // Non-negative and below 2^31: the high halves are zero and the low ones positive.
+            let fits =
+                _mm256_testz_si256(hi, hi) == 1 && _mm256_movemask_ps(_mm256_castsi256_ps(lo)) == 0;
+            (lo, fits)
+        }
+    }
+
+    /// Pools the first multiple of 8 windows of one output row; returns how many it did.
+    #[allow(unused_variables)]
+    pub fn forward_row(
+        top: &[f32],
+        bottom: &[f32],
+        out: &mut [f32],
+        idx: &mut [i64],
+        r0: usize,
+        in_w: usize,
+    ) -> usize {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if out.len() >= 8
+            && r0 + 2 * in_w < i32::MAX as usize
+            && std::is_x86_feature_detected!("avx2")
+        {
+            // SAFETY: AVX2 is present (checked above).
+            return unsafe { avx2::forward_row(top, bottom, out, idx, r0, in_w) };
+        }
+        0
+    }
+
+    /// The gradient of the first multiple of 8 windows of one output row; returns how many it
+    /// did, and clears `in_window` if an index lies outside its window.
+    #[allow(unused_variables)]
+    pub fn backward_row<I: PoolIndex>(
+        g: &[f32],
+        idx: &[I],
+        top: &mut [core::mem::MaybeUninit<f32>],
+        bottom: &mut [core::mem::MaybeUninit<f32>],
+        r0: usize,
+        in_w: usize,
+        in_window: &mut bool,
+    ) -> usize {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if g.len() >= 8
+            && r0 + 2 * in_w < i32::MAX as usize
+            && std::is_x86_feature_detected!("avx2")
+        {
+            // SAFETY: AVX2 is present (checked above).
+            return unsafe { avx2::backward_row(g, idx, top, bottom, r0, in_w, in_window) };
+        }
+        0
+    }
+
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    mod avx2 {
+        use core::arch::x86_64::*;
+
+        /// Even and odd elements of the 16 floats `lo ++ hi`, each in order.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn deinterleave(lo: __m256, hi: __m256) -> (__m256, __m256) {
+            let even = _mm256_shuffle_ps::<0x88>(lo, hi);
+            let odd = _mm256_shuffle_ps::<0xDD>(lo, hi);
+            let fix =
+                |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
+            (fix(even), fix(odd))
+        }
+
+        /// `(b > a) | isnan(b)`: b takes the window from a (scan order, NaN wins).
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn wins(b: __m256, a: __m256) -> __m256 {
+            _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(b, a),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(b, b),
+            )
+        }
+
+        #[target_feature(enable = "avx2")]
+        pub unsafe fn forward_row(
+            top: &[f32],
+            bottom: &[f32],
+            out: &mut [f32],
+            idx: &mut [i64],
+            r0: usize,
+            in_w: usize,
+        ) -> usize {
+            let done = out.len() / 8 * 8;
+            assert!(top.len() >= 2 * done && bottom.len() >= 2 * done && idx.len() >= done);
+            let lane = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+            let one = _mm256_set1_epi32(1);
+            let below = _mm256_set1_epi32(in_w as i32);
+            let mut ow = 0;
+            while ow < done {
+                // SAFETY: 2 * ow + 16 <= 2 * done <= top.len(), bottom.len(); ow + 8 <= done.
+                unsafe {
+                    let (a, b) = deinterleave(
+                        _mm256_loadu_ps(top.as_ptr().add(2 * ow)),
+                        _mm256_loadu_ps(top.as_ptr().add(2 * ow + 8)),
+                    );
+                    let (c, d) = deinterleave(
+                        _mm256_loadu_ps(bottom.as_ptr().add(2 * ow)),
+                        _mm256_loadu_ps(bottom.as_ptr().add(2 * ow + 8)),
+                    );
+                    let b_wins = wins(b, a);
+                    let t = _mm256_blendv_ps(a, b, b_wins);
+                    let ti = _mm256_and_si256(_mm256_castps_si256(b_wins), one);
+                    let d_wins = wins(d, c);
+                    let u = _mm256_blendv_ps(c, d, d_wins);
+                    let ui =
+                        _mm256_add_epi32(below, _mm256_and_si256(_mm256_castps_si256(d_wins), one));
+                    let u_wins = wins(u, t);
+                    _mm256_storeu_ps(out.as_mut_ptr().add(ow), _mm256_blendv_ps(t, u, u_wins));
+                    let off = _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(ti),
+                        _mm256_castsi256_ps(ui),
+                        u_wins,
+                    ));
+                    let at = _mm256_add_epi32(
+                        _mm256_add_epi32(_mm256_set1_epi32((r0 + 2 * ow) as i32), lane),
+                        off,
+                    );
+                    let p = idx.as_mut_ptr().add(ow) as *mut __m256i;
+                    _mm256_storeu_si256(p, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(at)));
+                    _mm256_storeu_si256(
+                        p.add(1),
+                        _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(at)),
+                    );
+                }
+                ow += 8;
+            }
+            done
+        }
+
+        #[target_feature(enable = "avx2")]
+        pub unsafe fn backward_row<I: super::PoolIndex>(
+            g: &[f32],
+            idx: &[I],
+            top: &mut [core::mem::MaybeUninit<f32>],
+            bottom: &mut [core::mem::MaybeUninit<f32>],
+            r0: usize,
+            in_w: usize,
+            in_window: &mut bool,
+        ) -> usize {
+            let done = g.len() / 8 * 8;
+            assert!(top.len() >= 2 * done && bottom.len() >= 2 * done && idx.len() >= done);
+            let lane = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+            let zero = _mm256_setzero_ps();
+            let (k1, kw, kw1) = (
+                _mm256_set1_epi32(1),
+                _mm256_set1_epi32(in_w as i32),
+                _mm256_set1_epi32(in_w as i32 + 1),
+            );
+            let mut ow = 0;
+            while ow < done {
+                // SAFETY: ow + 8 <= done <= g.len(), idx.len(); 2 * ow + 16 <= top.len(),
+                // bottom.len().
+                unsafe {
+                    let gv = _mm256_add_ps(zero, _mm256_loadu_ps(g.as_ptr().add(ow)));
+                    let (at, fits) = I::load8(idx.as_ptr().add(ow));
+                    let off = _mm256_sub_epi32(
+                        at,
+                        _mm256_add_epi32(_mm256_set1_epi32((r0 + 2 * ow) as i32), lane),
+                    );
+                    let ma = _mm256_cmpeq_epi32(off, _mm256_setzero_si256());
+                    let mb = _mm256_cmpeq_epi32(off, k1);
+                    let mc = _mm256_cmpeq_epi32(off, kw);
+                    let md = _mm256_cmpeq_epi32(off, kw1);
+                    let any = _mm256_or_si256(_mm256_or_si256(ma, mb), _mm256_or_si256(mc, md));
+                    if _mm256_movemask_epi8(any) != -1 || !fits {
+                        *in_window = false;
+                    }
+                    let pick = |m: __m256i| _mm256_and_ps(gv, _mm256_castsi256_ps(m));
+                    let (va, vb, vc, vd) = (pick(ma), pick(mb), pick(mc), pick(md));
+                    let store = |dst: *mut f32, x: __m256, y: __m256| {
+                        // x0 y0 x1 y1 ... x7 y7
+                        let l = _mm256_unpacklo_ps(x, y);
+                        let h = _mm256_unpackhi_ps(x, y);
+                        _mm256_storeu_ps(dst, _mm256_permute2f128_ps::<0x20>(l, h));
+                        _mm256_storeu_ps(dst.add(8), _mm256_permute2f128_ps::<0x31>(l, h));
+                    };
+                    store(top.as_mut_ptr().add(2 * ow).cast(), va, vb);
+                    store(bottom.as_mut_ptr().add(2 * ow).cast(), vc, vd);
+                }
+                ow += 8;
+            }
+            done
+        }
+    }
+}
+
 /// Max pool 2D backward using stored indices.
 pub fn max_pool2d_backward_f32(x: FlexTensor, grad: FlexTensor, indices: FlexTensor) -> FlexTensor {
     let x_3d = expand_2d_to_3d(&x);
@@ -1832,6 +2196,60 @@ fn convert_f32_to_bf16(tensor: &FlexTensor) -> FlexTensor {
 mod tests {
     use super::*;
     use burn_backend::TensorData;
+
+    /// robustness patch: the 2x2 forward (AVX2 for rows of >= 8 windows) against the generic
+    /// kernel, and its direct-write backward with i32 and i64 indices against the scatter,
+    /// including a plane whose indices leave their windows (redone with the scatter).
+    #[test]
+    fn pool_2x2_matches_the_generic_kernels() {
+        for (n, c, h, w) in [(2, 3, 6, 34), (1, 2, 5, 16), (2, 2, 4, 7), (1, 1, 9, 40)] {
+            let len = n * c * h * w;
+            let mut xv: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 + 11) % 16) as f32 / 8.0 - 1.0)
+                .collect();
+            for k in [0, 5, 41, len / 2, len - 1] {
+                xv[k] = f32::NAN;
+            }
+            let x = FlexTensor::from_data(TensorData::new(xv, vec![n, c, h, w]));
+            let (fast, fast_idx) = max_pool2d_2x2_f32(x.clone());
+            let (slow, slow_idx) = max_pool3d_with_indices_f32(
+                expand_2d_to_3d(&x),
+                [1, 2, 2],
+                [1, 2, 2],
+                [0, 0, 0],
+                [1, 1, 1],
+                false,
+            );
+            let (slow, slow_idx) = (squeeze_3d_to_2d(slow), squeeze_3d_to_2d(slow_idx));
+            let bits = |t: FlexTensor| -> Vec<u32> {
+                let v: Vec<f32> = t.into_data().try_into_vec().unwrap();
+                v.into_iter().map(f32::to_bits).collect()
+            };
+            let ints = |t: FlexTensor| -> Vec<i64> { t.into_data().try_into_vec().unwrap() };
+            assert_eq!(bits(fast), bits(slow), "{h}x{w} forward");
+            let idx = ints(fast_idx);
+            assert_eq!(idx, ints(slow_idx), "{h}x{w} indices");
+
+            let (oh, ow) = (h / 2, w / 2);
+            let gv: Vec<f32> = (0..n * c * oh * ow)
+                .map(|i| if i % 7 == 3 { -0.0 } else { 1.0 + i as f32 })
+                .collect();
+            let g = FlexTensor::from_data(TensorData::new(gv, vec![n, c, oh, ow]));
+            let idx32: Vec<i32> = idx.iter().map(|&i| i as i32).collect();
+            let mut bad = idx.clone();
+            bad[1] = 0; // window 1 of plane 0 points into window 0
+            for indices in [
+                FlexTensor::from_data(TensorData::new(idx.clone(), vec![n, c, oh, ow])),
+                FlexTensor::from_data(TensorData::new(idx32, vec![n, c, oh, ow])),
+                FlexTensor::from_data(TensorData::new(bad, vec![n, c, oh, ow])),
+            ] {
+                let dtype = indices.dtype();
+                let want = max_pool2d_backward_f32(x.clone(), g.clone(), indices.clone());
+                let got = max_pool2d_2x2_backward_f32(&x, &g, &indices).expect("2x2 shapes");
+                assert_eq!(bits(got), bits(want), "{h}x{w} backward, {dtype:?} indices");
+            }
+        }
+    }
 
     #[test]
     fn test_pool_output_size() {
