@@ -428,7 +428,8 @@ pub struct ConstructMeta {
     pub ensemble: Vec<ModelRef>,
     /// Number of examples (the whole set, also in a shard).
     pub examples: usize,
-    /// Hash of (config, source, model): identifies chunks of this construction.
+    /// Hash of (config, source, model, and the ensemble's other members if any): identifies
+    /// chunks of this construction.
     pub config_id: String,
     /// `Some` in a shard's folder.
     pub shard: Option<Shard>,
