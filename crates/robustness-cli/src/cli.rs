@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "robustness", version, about)]
 pub struct Cli {
-    /// Compute device: cpu, vulkan (needs --features vulkan), cuda (needs --features cuda).
+    /// Compute device: cpu, vulkan[:I] (needs --features vulkan), cuda[:I] (needs --features
+    /// cuda). `train` also takes a comma-separated list (cuda:0,cuda:1): data-parallel training.
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
     #[command(subcommand)]

@@ -455,6 +455,78 @@ fn bench_reports_a_train_step_time() {
 /// shapes, never by the thread count: one and four threads train the same bytes (four
 /// threads also take the path where blocks run one after another with a parallel GEMM).
 #[test]
+fn data_parallel_training_on_two_cpu_replicas() {
+    let dir = temp_dir("data-parallel");
+    let train = |device: &str, arch: &str, name: &str| {
+        let out = dir.join(name);
+        run_ok(&[
+            "--device",
+            device,
+            "train",
+            "--arch",
+            arch,
+            "--epochs",
+            "2",
+            "--seed",
+            "4",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ]);
+        out
+    };
+    // Without batch norm, two replicas take the one-device steps up to float rounding.
+    let one = metrics_without_times(&train("cpu", "mlp", "mlp-one"));
+    let two = metrics_without_times(&train("cpu,cpu", "mlp", "mlp-two"));
+    assert_eq!(one.len(), 2);
+    for (a, b) in one.iter().zip(&two) {
+        let (la, lb) = (a["train_loss"].as_f64(), b["train_loss"].as_f64());
+        let (la, lb) = (la.expect("loss"), lb.expect("loss"));
+        assert!(
+            (la - lb).abs() < 1e-4 * la.abs().max(1.0),
+            "loss {la} vs {lb}"
+        );
+        assert_eq!(a["train_accuracy"], b["train_accuracy"]);
+    }
+    // With batch norm (per-replica statistics) the run differs from one device's, but the same
+    // seed on the same devices gives the same bytes, and it learns.
+    let first = train("cpu,cpu", "cnn", "cnn-a");
+    let second = train("cpu,cpu", "cnn", "cnn-b");
+    assert_eq!(
+        metrics_without_times(&first),
+        metrics_without_times(&second)
+    );
+    assert_eq!(
+        weights_payload(&first.join("latest/model.safetensors")),
+        weights_payload(&second.join("latest/model.safetensors"))
+    );
+    let accuracy = metrics_without_times(&first)[1]["test_accuracy"].as_f64();
+    assert!(accuracy.expect("accuracy") > 0.8, "{accuracy:?}");
+    // Only `train` takes several devices; a bad entry is named.
+    let ckpt = first.join("latest");
+    let out = run(&[
+        "--device",
+        "cpu,cpu",
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().expect("utf-8 path"),
+    ]);
+    assert_clean_error(&out, "only by `train`");
+    let bad = dir.join("bad");
+    let out = run(&[
+        "--device",
+        "cpu,gpu",
+        "train",
+        "--epochs",
+        "1",
+        "--out",
+        bad.to_str().expect("utf-8 path"),
+    ]);
+    assert_clean_error(&out, "unknown device 'gpu'");
+    assert!(!bad.exists(), "a refused run must not create its folder");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn cnn_training_gives_the_same_bytes_on_one_and_four_threads() {
     let dir = temp_dir("threads");
     let weights: Vec<Vec<u8>> = ["1", "4"]

@@ -22,9 +22,17 @@ use robustness::data::{self, Dataset, DatasetKind, Split, SyntheticConfig};
 use std::path::Path;
 
 pub fn run(cli: Cli) -> Result<()> {
-    let device = robustness::device::select(&cli.device)?;
+    // Several devices serve data-parallel training only; every other command takes one.
+    let devices = robustness::device::select_many(&cli.device)?;
+    let device = match (devices.as_slice(), &cli.command) {
+        ([one], _) | ([one, ..], Command::Train(_)) => one.clone(),
+        _ => bail!(
+            "--device {}: several devices are used only by `train` (data-parallel); for constructions and evaluations run one process per device with --shard K/N",
+            cli.device
+        ),
+    };
     match cli.command {
-        Command::Train(args) => train::run(args, &device),
+        Command::Train(args) => train::run(args, &devices),
         Command::Eval(args) => eval::run(args, &device),
         Command::Bench(args) => bench::run(args, &device),
         Command::Theory(args) => theory::run(args),

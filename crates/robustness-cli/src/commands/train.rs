@@ -14,7 +14,7 @@ use robustness::train::{self, AdvMethod, Adversarial, OptimizerKind, TrainConfig
 use serde_json::json;
 use std::path::Path;
 
-pub fn run(args: TrainArgs, device: &robustness::Device) -> Result<()> {
+pub fn run(args: TrainArgs, devices: &[robustness::Device]) -> Result<()> {
     let (mut config, split) = match args.data.dataset.strip_prefix("constructed:") {
         Some(dir) => constructed(Path::new(dir), &args)?,
         None => {
@@ -27,12 +27,12 @@ pub fn run(args: TrainArgs, device: &robustness::Device) -> Result<()> {
     config.seed = args.seed;
     apply_flags(&mut config, &args)?;
     let mut progress = Progress::new();
-    let summary = train::train(
+    let summary = train::train_on(
         &config,
         &split,
         &args.out,
         args.resume,
-        device,
+        devices,
         &mut progress,
     )
     .with_context(|| format!("training into {}", args.out.display()))?;

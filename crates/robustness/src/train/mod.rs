@@ -3,17 +3,16 @@
 
 pub mod checkpoint;
 pub mod metrics;
+mod parallel;
 pub mod schedule;
 
 use crate::attack::{self, AttackConfig, AttackKind};
 use crate::data::{Dataset, DatasetKind, Split, loader};
 use crate::error::{Error, Result};
 use crate::eval;
-use crate::models::{Arch, Classifier, ModelSpec, cross_entropy};
-use crate::tensors;
+use crate::models::{Arch, Classifier, ModelSpec};
 use burn::optim::{
-    AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
-    momentum::MomentumConfig,
+    AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
 };
 use burn::prelude::*;
 use checkpoint::CheckpointMeta;
@@ -285,6 +284,32 @@ pub fn train(
     device: &Device,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary> {
+    train_on(
+        config,
+        split,
+        run_dir,
+        resume,
+        std::slice::from_ref(device),
+        observer,
+    )
+}
+
+/// [`train`] data-parallel over `devices` (the first holds the model, evaluates it and keeps
+/// its checkpoints; each step's batch is split between all of them; see `parallel.rs`). One
+/// device is exactly [`train`]. Several change the run only through batch norm (per-device
+/// batch statistics) and float rounding, so `--resume` may continue a run on another number
+/// of devices.
+pub fn train_on(
+    config: &TrainConfig,
+    split: &Split,
+    run_dir: &Path,
+    resume: bool,
+    devices: &[Device],
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainSummary> {
+    let Some(device) = devices.first() else {
+        return Err(Error::Device("training needs at least one device".into()));
+    };
     config.validate()?;
     let started = Instant::now();
     let device = device.clone().autodiff();
@@ -321,6 +346,10 @@ pub fn train(
         (Classifier::new(&spec, &device), 0, Vec::new())
     };
     checkpoint::write_json_atomic(&run_dir.join(RUN_CONFIG), config)?;
+    let replicas: Vec<parallel::Replica> = devices[1..]
+        .iter()
+        .map(|d| parallel::Replica::new(&spec, d))
+        .collect();
 
     let train_set = Arc::new(split.train.clone());
     let batches_per_epoch = train_set.len().div_ceil(config.batch_size);
@@ -347,8 +376,7 @@ pub fn train(
             ),
             2,
         );
-        let (c, h, w) = (train_set.channels, train_set.height, train_set.width);
-        let plain = device.clone().without_autodiff();
+        let shape = [train_set.channels, train_set.height, train_set.width];
         let adv_attack = config
             .adversarial
             .as_ref()
@@ -357,40 +385,30 @@ pub fn train(
             lr = policy.lr_at(epoch, b, batches_per_epoch);
             let n = batch.labels.len();
             let step_started = Instant::now();
-            let x = match &adv_attack {
-                None => tensors::images(batch.images, [n, c, h, w], &device),
-                Some(attack) => {
-                    // The attack runs on an inference-mode copy of the model (batch norm frozen).
-                    let x0 = tensors::images(batch.images, [n, c, h, w], &plain);
-                    let y0 = tensors::labels(&batch.labels, &plain);
-                    let mut rng = batch_rng(config.seed ^ 0xA77A_C4ED, epoch, b);
-                    attack::pgd(&model, &x0, &y0, attack, &attack.loss, &mut rng)?
-                        .adv
-                        .autodiff()
-                }
-            };
-            let y = tensors::labels(&batch.labels, &device);
-            let logits = model.forward(x);
-            let loss = cross_entropy(logits.clone(), y).mean();
-            let loss_value = tensors::to_vec(loss.clone())[0];
-            if !loss_value.is_finite() {
-                return Err(Error::NonFiniteLoss {
-                    epoch: epoch + 1,
-                    batch: b,
-                    loss: loss_value,
-                });
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(lr, model, grads);
+            // Slice r's attack stream; slice 0's is the one-device run's.
+            let rng =
+                |r: usize| batch_rng(config.seed ^ 0xA77A_C4ED ^ ((r as u64) << 40), epoch, b);
+            let out = parallel::step(
+                &model,
+                &replicas,
+                &batch,
+                shape,
+                adv_attack.as_ref(),
+                &rng,
+                &device,
+                epoch,
+                b,
+            )?;
+            model = optimizer.step(lr, model, out.grads);
             step_seconds += step_started.elapsed().as_secs_f64();
 
-            let predictions = tensors::argmax_rows(logits);
-            correct += predictions
+            correct += out
+                .predictions
                 .iter()
                 .zip(&batch.labels)
                 .filter(|(p, y)| p == y)
                 .count();
-            loss_sum += loss_value as f64 * n as f64;
+            loss_sum += out.loss * n as f64;
             seen += n;
             observer.on_batch(
                 epoch + 1,
