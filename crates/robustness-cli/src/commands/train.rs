@@ -26,6 +26,14 @@ pub fn run(args: TrainArgs, devices: &[robustness::Device]) -> Result<()> {
     };
     config.seed = args.seed;
     apply_flags(&mut config, &args)?;
+    if devices.len() > 1 {
+        // stderr, so that `--json` keeps stdout to the one JSON object.
+        eprintln!(
+            "data-parallel over {} devices: each batch of {} split between them, the model on the first",
+            devices.len(),
+            config.batch_size
+        );
+    }
     let mut progress = Progress::new();
     let summary = train::train_on(
         &config,
