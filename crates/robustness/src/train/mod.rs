@@ -391,7 +391,8 @@ pub fn train_on(
             let out = parallel::step(
                 &model,
                 &replicas,
-                &batch,
+                batch.images,
+                &batch.labels,
                 shape,
                 adv_attack.as_ref(),
                 &rng,

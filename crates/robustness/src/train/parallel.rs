@@ -11,7 +11,6 @@
 //! SyncBatchNorm does the same).
 
 use crate::attack::{self, AttackConfig};
-use crate::data::loader::Batch;
 use crate::error::{Error, Result};
 use crate::models::{Classifier, ModelSpec, cross_entropy};
 use crate::tensors;
@@ -78,7 +77,8 @@ pub(crate) type SliceRng<'a> = &'a dyn Fn(usize) -> ChaCha8Rng;
 pub(crate) fn step(
     model: &Classifier,
     replicas: &[Replica],
-    batch: &Batch,
+    images: Vec<f32>,
+    labels: &[usize],
     shape: [usize; 3],
     attack: Option<&AttackConfig>,
     rng: SliceRng<'_>,
@@ -86,26 +86,11 @@ pub(crate) fn step(
     epoch: usize,
     b: usize,
 ) -> Result<StepOutput> {
-    let n = batch.labels.len();
+    let n = labels.len();
     let sizes = slice_sizes(n, replicas.len() + 1);
-    let image_len = shape.iter().product::<usize>();
-    let mut starts = Vec::with_capacity(sizes.len());
-    let mut at = 0;
-    for s in &sizes {
-        starts.push(at);
-        at += s;
-    }
-    let slice = |r: usize| {
-        let (start, len) = (starts[r], sizes[r]);
-        (
-            batch.images[start * image_len..(start + len) * image_len].to_vec(),
-            &batch.labels[start..start + len],
-        )
-    };
     let weight = |r: usize| sizes[r] as f32 / n as f32;
 
     let results: Vec<Result<SliceOutput>> = if sizes.len() == 1 {
-        let (images, labels) = slice(0);
         vec![slice_step(
             model,
             images,
@@ -118,6 +103,20 @@ pub(crate) fn step(
             None,
         )]
     } else {
+        let image_len = shape.iter().product::<usize>();
+        let mut starts = Vec::with_capacity(sizes.len());
+        let mut at = 0;
+        for s in &sizes {
+            starts.push(at);
+            at += s;
+        }
+        let slice = |r: usize| {
+            let (start, len) = (starts[r], sizes[r]);
+            (
+                images[start * image_len..(start + len) * image_len].to_vec(),
+                &labels[start..start + len],
+            )
+        };
         let main_plain = device.clone().without_autodiff();
         let copies = replicas
             .iter()
@@ -257,6 +256,7 @@ fn slice_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::loader::Batch;
     use crate::models::Arch;
     use burn::optim::SgdConfig;
     use rand::{Rng, SeedableRng};
@@ -301,13 +301,25 @@ mod tests {
         let batch = batch(10);
         let no_rng = |_: usize| ChaCha8Rng::seed_from_u64(0);
         let probe = tensors::images(batch.images.clone(), [10, 1, 8, 8], &cpu);
-        let one =
-            step(&model, &[], &batch, [1, 8, 8], None, &no_rng, &device, 0, 0).expect("one device");
+        let one = step(
+            &model,
+            &[],
+            batch.images.clone(),
+            &batch.labels,
+            [1, 8, 8],
+            None,
+            &no_rng,
+            &device,
+            0,
+            0,
+        )
+        .expect("one device");
         let replicas = [Replica::new(&spec, &cpu), Replica::new(&spec, &cpu)];
         let three = step(
             &model,
             &replicas,
-            &batch,
+            batch.images.clone(),
+            &batch.labels,
             [1, 8, 8],
             None,
             &no_rng,
@@ -354,10 +366,12 @@ mod tests {
         let spec = spec(Arch::Cnn);
         let model = Classifier::new(&spec, &device);
         let no_rng = |_: usize| ChaCha8Rng::seed_from_u64(0);
+        let one = batch(1);
         let out = step(
             &model,
             &[Replica::new(&spec, &cpu)],
-            &batch(1),
+            one.images,
+            &one.labels,
             [1, 8, 8],
             None,
             &no_rng,
