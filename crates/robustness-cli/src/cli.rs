@@ -407,6 +407,11 @@ pub struct ConstructArgs {
     /// --scale quick` trains its models on.
     #[arg(long, requires = "limit")]
     pub limit_first: bool,
+    /// Examples built from each image (default 1, the paper's): K copies, each with its own
+    /// target (rand), start image (robust/nonrobust) and random start; the set has K times as
+    /// many examples and its first copy is the one-copy set.
+    #[arg(long, default_value_t = 1)]
+    pub copies: usize,
     /// Examples attacked together.
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,

@@ -991,6 +991,19 @@ fn construct_rejects_bad_input_cleanly() {
         dir.join("t").to_str().expect("utf-8"),
     ]);
     assert_clean_error(&out, "not a constructed data set");
+    let model = train_linear_digits(&dir.join("m"), 1);
+    let out = run(&[
+        "construct",
+        "rand",
+        "--model",
+        &model,
+        "--copies",
+        "0",
+        "--out",
+        dir.join("o").to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "--copies must be at least 1");
+    assert!(!dir.join("o").exists(), "nothing written");
     let _ = std::fs::remove_dir_all(dir);
 }
 

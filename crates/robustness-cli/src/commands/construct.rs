@@ -123,6 +123,7 @@ fn config_from(args: &ConstructArgs, mut config: ConstructConfig) -> Result<Cons
     config.normalized_loss = args.normalized_loss;
     config.batch_size = args.batch_size;
     config.chunk_size = args.chunk_size;
+    config.copies = args.copies;
     config.seed = args.seed;
     config.validate()?;
     Ok(config)

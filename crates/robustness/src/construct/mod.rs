@@ -117,6 +117,20 @@ pub struct ConstructConfig {
     pub start: Start,
     /// D_R / D_NR: divide the representation distance by `||g(x)||_2`.
     pub normalized_loss: bool,
+    /// Examples built from each source image (`construct --copies K`, default 1 as in the
+    /// paper): example `j` comes from image `j % n` of the `n`, with its own target (D_rand),
+    /// random start and start image, so copy 0 is exactly the one-copy set. Left out of the
+    /// JSON when 1, so that sets built before it keep their identity (`config_id`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub copies: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl ConstructConfig {
@@ -152,6 +166,7 @@ impl ConstructConfig {
             chunk_size: 1000,
             start: Start::Image,
             normalized_loss: false,
+            copies: 1,
         }
     }
 
@@ -161,6 +176,11 @@ impl ConstructConfig {
         if self.batch_size == 0 || self.chunk_size == 0 {
             return Err(Error::Config(
                 "batch size and chunk size must be at least 1".into(),
+            ));
+        }
+        if self.copies == 0 {
+            return Err(Error::Config(
+                "--copies must be at least 1 (examples per source image)".into(),
             ));
         }
         if !self.attack.targeted {
@@ -426,7 +446,8 @@ pub struct ConstructMeta {
     /// of the JSON and of `config_id`, so single-model sets keep their identity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ensemble: Vec<ModelRef>,
-    /// Number of examples (the whole set, also in a shard).
+    /// Number of examples (the whole set, also in a shard): the source's training images times
+    /// `config.copies`.
     pub examples: usize,
     /// Hash of (config, source, model, and the ensemble's other members if any): identifies
     /// chunks of this construction.
@@ -486,7 +507,7 @@ impl ConstructMeta {
         Ok(Self {
             format: FORMAT,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            examples: source.train_examples,
+            examples: source.train_examples * config.copies,
             config,
             source,
             model,
@@ -539,12 +560,15 @@ pub fn construct(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ConstructMeta> {
     meta.config.validate()?;
-    if train.len() != meta.examples || train.image_len() != meta.source.image_len() {
+    if train.len() != meta.source.train_examples
+        || meta.examples != train.len() * meta.config.copies
+        || train.image_len() != meta.source.image_len()
+    {
         return Err(Error::Config(format!(
             "the source training set has {} images of {} values, the construction expects {} of {}",
             train.len(),
             train.image_len(),
-            meta.examples,
+            meta.source.train_examples,
             meta.source.image_len()
         )));
     }
@@ -605,7 +629,8 @@ pub fn construct(
     Ok(finished)
 }
 
-/// Builds the examples of `range`, batch by batch; `progress(k)` after k examples.
+/// Builds the examples of `range`, batch by batch; `progress(k)` after k examples. Example `i`
+/// is built from source image `i % train.len()` (see [`ConstructConfig::copies`]).
 fn build_chunk(
     model: &Classifier,
     train: &Dataset,
@@ -619,18 +644,22 @@ fn build_chunk(
     let [c, h, w] = meta.source.image_shape();
     let classes = meta.source.class_names.len().max(1);
     let threat = threat_model(Constraint::L2, 0.0, config.attack.l1_sparsity);
+    let n = train.len();
     let mut chunk = Chunk::default();
     for start in range.clone().step_by(config.batch_size) {
         let end = (start + config.batch_size).min(range.end);
         let b = end - start;
-        let x_src = tensors::images(
-            train.images[start * per..end * per].to_vec(),
-            [b, c, h, w],
-            device,
-        );
-        let source_labels = &train.labels[start..end];
+        let images: Vec<f32> = if end <= n {
+            train.images[start * per..end * per].to_vec()
+        } else {
+            (start..end)
+                .flat_map(|i| train.image(i % n).iter().copied())
+                .collect()
+        };
+        let x_src = tensors::images(images, [b, c, h, w], device);
+        let source_labels: Vec<usize> = (start..end).map(|i| train.labels[i % n]).collect();
         let labels: Vec<usize> = (start..end)
-            .zip(source_labels)
+            .zip(&source_labels)
             .map(|(i, &y)| relabel::target(config.kind, config.seed, i, y, classes))
             .collect();
         let y = tensors::labels(&labels, device);
@@ -673,7 +702,7 @@ fn build_chunk(
             .agrees
             .extend(pred.iter().zip(&labels).map(|(p, l)| p == l));
         chunk.labels.extend_from_slice(&labels);
-        chunk.source_labels.extend_from_slice(source_labels);
+        chunk.source_labels.extend_from_slice(&source_labels);
         chunk.index.extend(start..end);
         chunk.loss.extend(loss);
         progress(end - range.start);

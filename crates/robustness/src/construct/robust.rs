@@ -22,12 +22,14 @@ pub const NOISE_MEAN: f32 = 0.5;
 pub const NOISE_STD: f32 = 0.05;
 
 /// The training image example `i` starts from: another image of the `n`, drawn uniformly and
-/// independently of the label ("x' ~ D", paper C.4), never `i` itself (unless `n` = 1).
+/// independently of the label ("x' ~ D", paper C.4), never the image `i` is built from
+/// (`i % n`: with `--copies`, example `i >= n` is a further copy of image `i % n`) unless
+/// `n` = 1.
 pub fn start_index(seed: u64, i: usize, n: usize) -> usize {
     let mut rng = stream(seed, START_STREAM, i);
     loop {
         let j = rng.random_range(0..n);
-        if j != i || n == 1 {
+        if j != i % n || n == 1 {
             return j;
         }
     }

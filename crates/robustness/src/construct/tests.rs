@@ -137,6 +137,79 @@ fn rand_labels_follow_the_per_example_draw() {
 }
 
 #[test]
+fn copies_give_each_image_its_own_targets_and_the_first_copy_is_the_one_copy_set() {
+    let (model, split, _keep) = trained();
+    // 80 images: whole chunks (40) and batches (16), so copy 0 runs in the same batches.
+    let train = split.train.subset(&(0..80).collect::<Vec<_>>());
+    let mut config = small_config(ConstructKind::Rand);
+    config.attack.steps = 5;
+    let (eps, seed) = (config.attack.eps, config.seed);
+    let one_dir = TempDir::new("construct-copies-1");
+    let one = build(
+        &model,
+        &train,
+        meta_for(config.clone(), &train, None),
+        one_dir.path(),
+    );
+    assert!(
+        !serde_json::to_string(&one.config)
+            .expect("json")
+            .contains("copies"),
+        "one copy leaves the field out, so older sets keep their config id"
+    );
+    config.copies = 3;
+    let three_dir = TempDir::new("construct-copies-3");
+    let three = build(
+        &model,
+        &train,
+        meta_for(config, &train, None),
+        three_dir.path(),
+    );
+    assert_ne!(one.config_id, three.config_id);
+    assert_eq!(three.examples, 240);
+    assert_eq!(three.summary.as_ref().expect("finished").examples, 240);
+    let (_, a) = store::load(one_dir.path()).expect("load");
+    let (_, b) = store::load(three_dir.path()).expect("load");
+    assert_eq!(b.len(), 240);
+    assert_eq!(
+        &b.images[..a.images.len()],
+        &a.images[..],
+        "copy 0 = one copy"
+    );
+    assert_eq!(&b.labels[..80], &a.labels[..]);
+    let mut other_targets = 0;
+    for j in 0..240 {
+        let i = j % 80;
+        assert_eq!(
+            b.labels[j],
+            relabel::target(ConstructKind::Rand, seed, j, train.labels[i], 10)
+        );
+        other_targets += usize::from(b.labels[j] != b.labels[i]);
+        let d: f32 = b
+            .image(j)
+            .iter()
+            .zip(train.image(i))
+            .map(|(p, q)| (p - q) * (p - q))
+            .sum::<f32>()
+            .sqrt();
+        assert!(d <= eps as f32 + 1e-4, "copy {j} is {d} from image {i}");
+    }
+    // Targets are independent draws over 10 classes: ~90% of the 160 later copies differ.
+    assert!(other_targets > 100, "{other_targets} of 160 copies differ");
+    let chunk =
+        store::read_chunk(three_dir.path(), 5, [1, 8, 8], 40, &three.config_id).expect("chunk");
+    assert_eq!(chunk.index, (200..240).collect::<Vec<_>>());
+    assert_eq!(chunk.source_labels, train.labels[40..80].to_vec());
+    // Further copies of an inversion start from another image than their own.
+    for j in 80..240 {
+        assert_ne!(robust::start_index(seed, j, 80), j % 80);
+    }
+    let mut zero = small_config(ConstructKind::Rand);
+    zero.copies = 0;
+    assert!(zero.validate().is_err());
+}
+
+#[test]
 fn a_resumed_construction_writes_the_same_bytes() {
     let (model, split, _keep) = trained();
     let train = subset(&split);
