@@ -197,9 +197,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_augment: bool,
     /// Turn on training-time augmentation where the defaults leave it off (e.g. D_det, whose
-    /// Table 3 recipe has none).
-    #[arg(long, conflicts_with = "no_augment")]
-    pub augment: bool,
+    /// Table 3 recipe has none), or choose its recipe: `--augment` alone is crop-flip (random
+    /// crop with padding 4 + horizontal flip); `--augment reference` is the reference library's
+    /// CIFAR recipe (crop + flip, ColorJitter(.25, .25, .25), RandomRotation(2)).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "crop-flip", conflicts_with = "no_augment")]
+    pub augment: Option<AugmentArg>,
     /// PGD adversarial training (Madry et al. 2018) with the attack flags below.
     #[arg(long)]
     pub adv_train: bool,
@@ -427,6 +429,12 @@ pub struct ConstructArgs {
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AugmentArg {
+    CropFlip,
+    Reference,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

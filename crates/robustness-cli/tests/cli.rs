@@ -281,6 +281,18 @@ fn a_diverging_run_stops_with_a_clear_error_naming_epoch_and_batch() {
     assert_clean_error(&res, "--augment");
     let res = run(&["train", "--augment", "--no-augment", "--out", &out]);
     assert_clean_error(&res, "cannot be used with");
+    let res = run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--augment",
+        "reference",
+        "--out",
+        &out,
+    ]);
+    assert_clean_error(&res, "--augment");
+    let res = run(&["train", "--augment", "sideways", "--out", &out]);
+    assert_clean_error(&res, "invalid value 'sideways'");
     let _ = std::fs::remove_dir_all(dir);
 }
 

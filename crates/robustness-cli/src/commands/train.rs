@@ -1,11 +1,11 @@
 //! `robustness train`: flags -> `TrainConfig` (per-dataset defaults, flags winning) -> train.
 
-use crate::cli::{OptimizerArg, ScheduleArg, TrainArgs};
+use crate::cli::{AugmentArg, OptimizerArg, ScheduleArg, TrainArgs};
 use crate::commands::{attack_config, constraint_of, load_data, load_source_test, print_json};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use robustness::construct::{self, ConstructedRef, Source, store};
-use robustness::data::Split;
+use robustness::data::{Augmentation, Split};
 use robustness::data::{DatasetKind, cifar10};
 use robustness::defaults;
 use robustness::interop::released;
@@ -193,7 +193,7 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
     if args.no_augment {
         config.augment = false;
     }
-    if args.augment {
+    if let Some(recipe) = args.augment {
         if config.dataset != DatasetKind::Cifar10 {
             anyhow::bail!(
                 "--augment (random crop + flip) applies to CIFAR-10 images only, not {} (a flip changes a digit)",
@@ -201,6 +201,10 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
             );
         }
         config.augment = true;
+        config.augmentation = match recipe {
+            AugmentArg::CropFlip => Augmentation::CropFlip,
+            AugmentArg::Reference => Augmentation::Reference,
+        };
     }
     if args.adv_train {
         let constraint = constraint_of(&args.attack)?;

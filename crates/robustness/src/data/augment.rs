@@ -1,8 +1,184 @@
 //! In-place data augmentation on `[N, C, H, W]` batches: random crop from a zero-padded image
 //! (as torchvision's `RandomCrop(H, padding=pad)`) and horizontal flip with probability 0.5.
 //! Works with row `memmove`s (`copy_within`), no allocation; values stay in the input's range ∪ {0}.
+//!
+//! [`Augmentation::Reference`] adds what the reference library's CIFAR training transforms
+//! (`TRAIN_TRANSFORMS_DEFAULT(32)`: `RandomCrop(32, padding=4)`, `RandomHorizontalFlip()`,
+//! `ColorJitter(.25, .25, .25)`, `RandomRotation(2)`) do after the crop and flip:
+//! [`color_jitter`] and [`rotate_nearest`].
 
 use rand::Rng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+/// What training-time augmentation does to each image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    /// Random crop (zero padding [`DEFAULT_PAD`]) + horizontal flip ([`random_crop_flip`]).
+    #[default]
+    CropFlip,
+    /// The reference library's CIFAR recipe: crop + flip, then brightness, contrast and
+    /// saturation factors uniform in [0.75, 1.25] applied in a random order
+    /// ([`color_jitter`]), then a rotation by an angle uniform in [-2, 2] degrees
+    /// ([`rotate_nearest`]).
+    Reference,
+}
+
+impl Augmentation {
+    /// Whether this is the default ([`Augmentation::CropFlip`]).
+    pub fn is_crop_flip(&self) -> bool {
+        *self == Augmentation::CropFlip
+    }
+
+    /// The command-line name (`crop-flip`, `reference`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Augmentation::CropFlip => "crop-flip",
+            Augmentation::Reference => "reference",
+        }
+    }
+}
+
+/// `ColorJitter(.25, .25, .25)` of the reference library: each factor is drawn from
+/// [1 - 0.25, 1 + 0.25].
+pub const JITTER: f32 = 0.25;
+/// `RandomRotation(2)` of the reference library: the angle is drawn from [-2, 2] degrees.
+pub const MAX_DEGREES: f32 = 2.0;
+
+/// Augments the `n` images of `images` (`[n, c, h, w]`, values in [0, 1]) in place.
+/// `CropFlip` is exactly [`random_crop_flip`]; `Reference` draws, per image, the crop offsets
+/// and flip (as [`random_crop_flip`]), then the order of the three colour adjustments and their
+/// factors (brightness, contrast, saturation), then the angle.
+///
+/// # Panics
+/// If `images.len() != n * c * h * w`.
+pub fn augment(
+    kind: Augmentation,
+    images: &mut [f32],
+    n: usize,
+    [c, h, w]: [usize; 3],
+    pad: usize,
+    rng: &mut impl Rng,
+) {
+    match kind {
+        Augmentation::CropFlip => random_crop_flip(images, n, c, h, w, pad, rng),
+        Augmentation::Reference => {
+            assert_eq!(
+                images.len(),
+                n * c * h * w,
+                "augment: buffer holds {} values, expected n*c*h*w",
+                images.len()
+            );
+            let image_len = c * h * w;
+            if image_len == 0 {
+                return;
+            }
+            let mut scratch = vec![0f32; image_len];
+            for image in images.chunks_exact_mut(image_len) {
+                random_crop_flip(image, 1, c, h, w, pad, rng);
+                let mut order = [0usize, 1, 2];
+                order.shuffle(rng);
+                let mut factor = || rng.random_range(1.0 - JITTER..=1.0 + JITTER);
+                let factors = [factor(), factor(), factor()];
+                color_jitter(image, c, h, w, order, factors);
+                let degrees = rng.random_range(-MAX_DEGREES..=MAX_DEGREES);
+                rotate_nearest(image, c, h, w, degrees, &mut scratch);
+            }
+        }
+    }
+}
+
+/// The luma of pixel `p` of a `[c, h * w]` image: `0.2989 r + 0.587 g + 0.114 b` for three
+/// channels (torchvision's `rgb_to_grayscale`), the value itself for one.
+fn luma(image: &[f32], c: usize, plane: usize, p: usize) -> f32 {
+    if c == 3 {
+        0.2989 * image[p] + 0.587 * image[plane + p] + 0.114 * image[2 * plane + p]
+    } else {
+        image[p]
+    }
+}
+
+/// Colour jitter on one `[c, h, w]` image in [0, 1], as torchvision's tensor `ColorJitter`:
+/// the adjustments `order[k]` (0 brightness, 1 contrast, 2 saturation) are applied in turn with
+/// `factors[order[k]]`, each a blend `f * x + (1 - f) * other` clamped to [0, 1], where `other`
+/// is 0 (brightness), the image's mean luma (contrast) or the pixel's luma (saturation; a
+/// no-op on one channel). The reference library applies it to 8-bit PIL images, which also
+/// rounds each result to a multiple of 1/255; here the values stay f32.
+pub fn color_jitter(
+    image: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    order: [usize; 3],
+    factors: [f32; 3],
+) {
+    let plane = h * w;
+    if plane == 0 {
+        return;
+    }
+    let blend = |x: f32, other: f32, f: f32| (f * x + (1.0 - f) * other).clamp(0.0, 1.0);
+    for &k in &order {
+        let f = factors[k];
+        match k {
+            0 => image.iter_mut().for_each(|x| *x = blend(*x, 0.0, f)),
+            1 => {
+                let mean = (0..plane)
+                    .map(|p| f64::from(luma(image, c, plane, p)))
+                    .sum::<f64>()
+                    / plane as f64;
+                let mean = mean as f32;
+                image.iter_mut().for_each(|x| *x = blend(*x, mean, f));
+            }
+            _ if c == 3 => {
+                for p in 0..plane {
+                    let gray = luma(image, c, plane, p);
+                    for ch in 0..3 {
+                        let x = &mut image[ch * plane + p];
+                        *x = blend(*x, gray, f);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Rotates one `[c, h, w]` image counter-clockwise by `degrees` about its centre with
+/// nearest-neighbour sampling and zero fill, as PIL's `Image.rotate` (which torchvision's
+/// `RandomRotation` calls on PIL images): output pixel (x, y) takes input pixel
+/// `floor(R(x + 0.5 - w/2, y + 0.5 - h/2) + (w/2, h/2))`. `scratch` holds one image.
+pub fn rotate_nearest(
+    image: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    degrees: f32,
+    scratch: &mut Vec<f32>,
+) {
+    let plane = h * w;
+    if plane == 0 || degrees == 0.0 {
+        return;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(image);
+    // PIL: angle = -radians(degrees); input = [[cos, sin], [-sin, cos]] . (out - centre) + centre.
+    let a = -f64::from(degrees).to_radians();
+    let (sin, cos) = a.sin_cos();
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
+            let xi = (cos * dx + sin * dy + cx).floor();
+            let yi = (-sin * dx + cos * dy + cy).floor();
+            let inside = xi >= 0.0 && yi >= 0.0 && xi < w as f64 && yi < h as f64;
+            let src = inside.then(|| yi as usize * w + xi as usize);
+            for ch in 0..c {
+                image[ch * plane + y * w + x] = src.map_or(0.0, |s| scratch[ch * plane + s]);
+            }
+        }
+    }
+}
 
 /// The padding used for CIFAR-10 (`RandomCrop(32, padding=4)`).
 pub const DEFAULT_PAD: usize = 4;
@@ -121,6 +297,125 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn rotation_by_a_right_angle_is_the_exact_counter_clockwise_turn() {
+        let (c, n) = (2, 4);
+        let orig = ramp(1, c, n, n);
+        let mut img = orig.clone();
+        let mut scratch = Vec::new();
+        rotate_nearest(&mut img, c, n, n, 90.0, &mut scratch);
+        // numpy's rot90 (counter-clockwise): out[y][x] = in[x][n - 1 - y], per channel.
+        for ch in 0..c {
+            for y in 0..n {
+                for x in 0..n {
+                    let plane = ch * n * n;
+                    assert_eq!(img[plane + y * n + x], orig[plane + x * n + (n - 1 - y)]);
+                }
+            }
+        }
+        let mut same = orig.clone();
+        rotate_nearest(&mut same, c, n, n, 0.0, &mut scratch);
+        assert_eq!(same, orig);
+    }
+
+    #[test]
+    fn small_rotations_move_only_outer_pixels_and_fill_with_zero() {
+        let (c, h, w) = (3, 32, 32);
+        let orig: Vec<f32> = ramp(1, c, h, w).iter().map(|v| v / 400.0).collect();
+        let mut img = orig.clone();
+        rotate_nearest(&mut img, c, h, w, 2.0, &mut Vec::new());
+        assert_ne!(img, orig);
+        // Every value is an input value of the same channel or the zero fill.
+        for ch in 0..c {
+            let plane = &orig[ch * h * w..(ch + 1) * h * w];
+            for v in &img[ch * h * w..(ch + 1) * h * w] {
+                assert!(*v == 0.0 || plane.contains(v));
+            }
+        }
+        // 2 degrees move a pixel by at most r * 0.035 < 1 within radius 8 of the centre.
+        for y in 12..20 {
+            for x in 12..20 {
+                assert_eq!(img[y * w + x], orig[y * w + x], "({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn color_jitter_blends_as_torchvision() {
+        let (c, h, w) = (3, 2, 2);
+        let img: Vec<f32> = vec![
+            0.1, 0.2, 0.3, 0.4, // r
+            0.5, 0.6, 0.7, 0.8, // g
+            0.9, 0.2, 0.4, 0.6, // b
+        ];
+        let luma: Vec<f32> = (0..4)
+            .map(|p| 0.2989 * img[p] + 0.587 * img[4 + p] + 0.114 * img[8 + p])
+            .collect();
+        let mut same = img.clone();
+        color_jitter(&mut same, c, h, w, [2, 0, 1], [1.0, 1.0, 1.0]);
+        assert_eq!(same, img, "factors of 1 change nothing");
+        let mut dark = img.clone();
+        color_jitter(&mut dark, c, h, w, [0, 1, 2], [0.5, 1.0, 1.0]);
+        for (d, x) in dark.iter().zip(&img) {
+            assert!((d - 0.5 * x).abs() < 1e-7);
+        }
+        let mut gray = img.clone();
+        color_jitter(&mut gray, c, h, w, [2, 1, 0], [1.0, 1.0, 0.0]);
+        for p in 0..4 {
+            for ch in 0..3 {
+                assert!((gray[ch * 4 + p] - luma[p]).abs() < 1e-6);
+            }
+        }
+        let mut flat = img.clone();
+        color_jitter(&mut flat, c, h, w, [1, 0, 2], [1.0, 0.0, 1.0]);
+        let mean = luma.iter().sum::<f32>() / 4.0;
+        assert!(flat.iter().all(|v| (v - mean).abs() < 1e-6));
+        let mut bright = img.clone();
+        color_jitter(&mut bright, c, h, w, [0, 1, 2], [1.25, 1.25, 1.25]);
+        assert!(bright.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn reference_augmentation_is_seeded_and_stays_in_range() {
+        let (n, c, h, w) = (8, 3, 32, 32);
+        let orig: Vec<f32> = ramp(n, c, h, w).iter().map(|v| v / 10_000.0).collect();
+        let run = |kind, seed| {
+            let mut img = orig.clone();
+            augment(
+                kind,
+                &mut img,
+                n,
+                [c, h, w],
+                DEFAULT_PAD,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            );
+            img
+        };
+        let reference = run(Augmentation::Reference, 3);
+        assert_eq!(reference, run(Augmentation::Reference, 3));
+        assert_ne!(reference, run(Augmentation::Reference, 4));
+        assert!(reference.iter().all(|v| (0.0..=1.0).contains(v)));
+        let mut crop_flip = orig.clone();
+        random_crop_flip(
+            &mut crop_flip,
+            n,
+            c,
+            h,
+            w,
+            DEFAULT_PAD,
+            &mut ChaCha8Rng::seed_from_u64(3),
+        );
+        assert_eq!(
+            run(Augmentation::CropFlip, 3),
+            crop_flip,
+            "crop-flip as before"
+        );
+        assert_ne!(
+            reference, crop_flip,
+            "jitter and rotation change the images"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::Dataset;
-use super::augment::{DEFAULT_PAD, random_crop_flip};
+use super::augment::{Augmentation, DEFAULT_PAD, augment};
 
 /// One mini-batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,14 +49,16 @@ pub struct BatchIter {
     seed: u64,
     epoch: u64,
     augment: bool,
+    augmentation: Augmentation,
     pad: usize,
 }
 
 /// The batches of epoch `epoch`.
 ///
 /// - `shuffle`: order is a permutation drawn from `(seed, epoch)` alone; otherwise `0..N`.
-/// - `augment`: each image gets [`random_crop_flip`] with padding [`DEFAULT_PAD`] (change it
-///   with [`BatchIter::with_pad`]); the randomness of batch `b` comes from `(seed, epoch, b)`
+/// - `augment`: each image gets [`super::random_crop_flip`] with padding [`DEFAULT_PAD`] (change
+///   it with [`BatchIter::with_pad`], and the recipe with [`BatchIter::with_augmentation`]); the
+///   randomness of batch `b` comes from `(seed, epoch, b)`
 ///   only, so batches are identical however and whenever they are produced.
 /// - `drop_last`: skip a final batch smaller than `batch_size`.
 ///
@@ -89,6 +91,7 @@ pub fn batches(
         seed,
         epoch,
         augment,
+        augmentation: Augmentation::CropFlip,
         pad: DEFAULT_PAD,
     }
 }
@@ -127,6 +130,13 @@ impl BatchIter {
         self
     }
 
+    /// Sets what augmentation does (default [`Augmentation::CropFlip`]); only used when the
+    /// iterator augments.
+    pub fn with_augmentation(mut self, augmentation: Augmentation) -> Self {
+        self.augmentation = augmentation;
+        self
+    }
+
     /// The epoch's order: `order()[k]` is the data-set index of the `k`-th item.
     pub fn order(&self) -> &[usize] {
         &self.order
@@ -161,12 +171,11 @@ impl Iterator for BatchIter {
                 self.seed,
                 &[AUGMENT_TAG, self.epoch, self.batch_index],
             ));
-            random_crop_flip(
+            augment(
+                self.augmentation,
                 &mut images,
                 indices.len(),
-                d.channels,
-                d.height,
-                d.width,
+                [d.channels, d.height, d.width],
                 self.pad,
                 &mut rng,
             );
@@ -323,8 +332,27 @@ mod tests {
                 .flat_map(|b| &b.images)
                 .all(|&v| (0.0..=1.0).contains(&v))
         );
-        let padded: Vec<Batch> = batches(d, 3, true, 5, 2, true, false).with_pad(0).collect();
+        let padded: Vec<Batch> = batches(d.clone(), 3, true, 5, 2, true, false)
+            .with_pad(0)
+            .collect();
         assert_ne!(padded, a);
+        // The reference library's recipe: other images, same order and labels, reproducible.
+        let reference = || -> Vec<Batch> {
+            batches(d.clone(), 3, true, 5, 2, true, false)
+                .with_augmentation(Augmentation::Reference)
+                .collect()
+        };
+        let r = reference();
+        assert_eq!(r, reference());
+        for (x, y) in r.iter().zip(&a) {
+            assert_eq!((&x.indices, &x.labels), (&y.indices, &y.labels));
+            assert_ne!(x.images, y.images);
+        }
+        // Without `augment` the recipe is not applied.
+        let off: Vec<Batch> = batches(d, 3, true, 5, 2, false, false)
+            .with_augmentation(Augmentation::Reference)
+            .collect();
+        assert_eq!(off, plain);
     }
 
     #[test]

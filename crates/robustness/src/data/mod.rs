@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use augment::random_crop_flip;
+pub use augment::{Augmentation, random_crop_flip};
 pub use loader::{Batch, BatchIter, Prefetch, batches, prefetch};
 pub use synthetic::SyntheticConfig;
 

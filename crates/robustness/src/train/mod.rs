@@ -7,7 +7,7 @@ mod parallel;
 pub mod schedule;
 
 use crate::attack::{self, AttackConfig, AttackKind};
-use crate::data::{Dataset, DatasetKind, Split, loader};
+use crate::data::{Augmentation, Dataset, DatasetKind, Split, loader};
 use crate::error::{Error, Result};
 use crate::eval;
 use crate::models::{Arch, Classifier, ModelSpec};
@@ -101,8 +101,14 @@ pub struct TrainConfig {
     pub warmup_epochs: usize,
     /// Optimizer.
     pub optimizer: OptimizerKind,
-    /// Random crop (padding 4) + horizontal flip on training images.
+    /// Augment the training images (random crop with padding 4 + horizontal flip, or the
+    /// recipe `augmentation` names).
     pub augment: bool,
+    /// What `augment` does: crop + flip (the default) or the reference library's CIFAR recipe
+    /// (also colour jitter and a small rotation). Left out of the JSON for crop + flip, so runs
+    /// from before it keep their configuration.
+    #[serde(default, skip_serializing_if = "Augmentation::is_crop_flip")]
+    pub augmentation: Augmentation,
     /// The one seed every random choice derives from.
     pub seed: u64,
     /// Adversarial training (`None`: standard training).
@@ -129,6 +135,7 @@ impl Default for TrainConfig {
             warmup_epochs: 0,
             optimizer: OptimizerKind::Sgd,
             augment: false,
+            augmentation: Augmentation::CropFlip,
             seed: 0,
             adversarial: None,
             constructed: None,
@@ -373,7 +380,8 @@ pub fn train_on(
                 epoch as u64,
                 config.augment,
                 false,
-            ),
+            )
+            .with_augmentation(config.augmentation),
             2,
         );
         let shape = [train_set.channels, train_set.height, train_set.width];
@@ -534,5 +542,31 @@ fn prune_checkpoints(run_dir: &Path) {
                 let _ = std::fs::remove_dir_all(&path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_augmentation_recipe_is_recorded_only_when_it_is_not_crop_flip() {
+        // A config.json written before the field existed (a cats-vs-dogs run) still reads.
+        let old = r#"{"dataset":"cifar10","classes":["cat","dog"],"arch":"cnn","epochs":12,
+            "batch_size":128,"lr":0.05,"momentum":0.9,"weight_decay":0.0005,
+            "schedule":{"kind":"cosine"},"warmup_epochs":1,"optimizer":"sgd","augment":true,
+            "seed":0,"adversarial":null,"constructed":null}"#;
+        let config: TrainConfig = serde_json::from_str(old).expect("old config");
+        assert_eq!(config.augmentation, Augmentation::CropFlip);
+        let json = serde_json::to_string(&config).expect("json");
+        assert!(!json.contains("augmentation"), "crop + flip leaves it out");
+        let reference = TrainConfig {
+            augmentation: Augmentation::Reference,
+            ..config
+        };
+        let json = serde_json::to_string(&reference).expect("json");
+        assert!(json.contains(r#""augmentation":"reference""#), "{json}");
+        let back: TrainConfig = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back.augmentation, Augmentation::Reference);
     }
 }
