@@ -224,8 +224,10 @@ pub struct TrainArgs {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Checkpoint folder (RUN_DIR/best, RUN_DIR/latest or a checkpoints/epoch-N folder).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// Repeat it to evaluate an ensemble: `--checkpoint A --checkpoint B` predicts with the
+    /// mean of their logits, and attacks (`--attack`) attack that mean.
+    #[arg(long, required = true)]
+    pub checkpoint: Vec<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Seed of the data split (digits, synthetic); default: the checkpoint's training seed.

@@ -297,6 +297,76 @@ fn a_diverging_run_stops_with_a_clear_error_naming_epoch_and_batch() {
 }
 
 #[test]
+fn eval_of_an_ensemble_reports_it_and_attacks_the_mean_logits() {
+    let dir = temp_dir("eval-ensemble");
+    let linear = train_linear_digits(&dir.join("linear"), 3);
+    let mlp_dir = dir.join("mlp");
+    run_ok(&[
+        "train",
+        "--arch",
+        "mlp",
+        "--epochs",
+        "3",
+        "--out",
+        mlp_dir.to_str().expect("utf-8"),
+    ]);
+    let mlp = mlp_dir.join("latest").to_string_lossy().into_owned();
+    let eval = |checkpoints: &[&str], extra: &[&str]| -> Value {
+        let mut args = vec!["eval"];
+        for c in checkpoints {
+            args.extend(["--checkpoint", c]);
+        }
+        args.extend(extra);
+        args.push("--json");
+        json_of(&run(&args))
+    };
+    let alone = eval(&[&linear], &[]);
+    assert!(alone["ensemble"].is_null());
+    let twice = eval(&[&linear, &linear], &[]);
+    assert_eq!(
+        twice["test_accuracy"], alone["test_accuracy"],
+        "the mean of two equal logits is the same model"
+    );
+    let both = eval(&[&linear, &mlp], &[]);
+    assert_eq!(both["ensemble"].as_array().expect("members").len(), 2);
+    assert_eq!(both["checkpoint"].as_str(), Some(linear.as_str()));
+    let acc = both["test_accuracy"].as_f64().expect("accuracy");
+    assert!(acc > 0.5, "an ensemble of two trained digits models: {acc}");
+    let attacked = eval(
+        &[&linear, &mlp],
+        &["--attack", "pgd", "--eps", "1.0", "--steps", "5"],
+    );
+    let robust = attacked["robust_accuracy"].as_f64().expect("robust");
+    assert!(
+        robust < acc,
+        "PGD on the ensemble: {robust} against clean {acc}"
+    );
+    assert_eq!(attacked["ensemble"].as_array().expect("members").len(), 2);
+    let text = String::from_utf8_lossy(
+        &run_ok(&["eval", "--checkpoint", &linear, "--checkpoint", &mlp]).stdout,
+    )
+    .into_owned();
+    assert!(text.contains("ensemble of 2 checkpoints"), "{text}");
+    // On the digits the seed picks the split: members of other seeds are refused.
+    let other = dir.join("other");
+    run_ok(&[
+        "train",
+        "--arch",
+        "linear",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        other.to_str().expect("utf-8"),
+    ]);
+    let other = other.join("latest").to_string_lossy().into_owned();
+    let out = run(&["eval", "--checkpoint", &linear, "--checkpoint", &other]);
+    assert_clean_error(&out, "seed");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn bad_paths_and_flags_give_one_line_errors_without_panics() {
     let dir = temp_dir("bad");
     let missing = dir.join("nope");

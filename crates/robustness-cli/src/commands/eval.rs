@@ -9,11 +9,12 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use robustness::attack::{self, AttackConfig, AttackKind, RobustCounts, RobustReport};
 use robustness::construct::{self, Shard, store};
-use robustness::data::Dataset;
+use robustness::data::{Dataset, DatasetKind};
 use robustness::{Classifier, eval, report, train};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Instant;
 
 pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
@@ -21,7 +22,11 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
     if args.limit == Some(0) {
         bail!("--limit 0: evaluate at least one test image");
     }
-    let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&args.checkpoint)?)?;
+    let first = args
+        .checkpoint
+        .first()
+        .context("--checkpoint is required")?;
+    let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(first)?)?;
     let seed = args.seed.unwrap_or(saved.seed);
     let mut test = match &args.constructed {
         Some(dir) => {
@@ -39,8 +44,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
     if let Some(limit) = args.limit {
         test = test.spread(limit);
     }
-    let (model, meta) = train::checkpoint::load_for_data(&args.checkpoint, &test, device)
-        .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
+    let (model, meta) = load_models(&args.checkpoint, &test, saved.seed, device)?;
     if let Some(kind) = &args.attack {
         let kind: AttackKind = kind.parse().map_err(anyhow::Error::msg)?;
         return robust(&args, kind, &model, &test, seed, device, started);
@@ -57,15 +61,15 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
             "class_names": test.class_names,
             "epochs": meta.epoch,
             "seconds": seconds,
-            "checkpoint": args.checkpoint,
+            "checkpoint": first,
+            "ensemble": ensemble_json(&args.checkpoint),
             "constructed": args.constructed,
             "arch": meta.spec.arch,
         }));
     }
     outln!(
-        "{} (epoch {}) on {} {}: accuracy {:.2}%",
-        meta.spec.arch,
-        meta.epoch,
+        "{} on {} {}: accuracy {:.2}%",
+        describe(&args.checkpoint, &meta),
         report.examples,
         images_name(&args, Some(&meta.dataset.to_string())),
         100.0 * report.accuracy
@@ -219,7 +223,8 @@ fn robust(
             "random_start": config.random_start,
             "examples": first.examples,
             "seconds": seconds,
-            "checkpoint": args.checkpoint,
+            "checkpoint": args.checkpoint[0],
+            "ensemble": ensemble_json(&args.checkpoint),
             "constructed": args.constructed,
             "curve": entries,
         }));
@@ -237,6 +242,63 @@ fn robust(
         images_name(args, None)
     );
     Ok(())
+}
+
+/// The checkpoints of `paths` (one, or the members of an ensemble, which must fit `test`; on
+/// the embedded digits they must share `split_seed`, which picks the split) as one model, with
+/// the first checkpoint's metadata.
+fn load_models(
+    paths: &[PathBuf],
+    test: &Dataset,
+    split_seed: u64,
+    device: &robustness::Device,
+) -> Result<(Classifier, train::checkpoint::CheckpointMeta)> {
+    let mut models = Vec::with_capacity(paths.len());
+    let mut first = None;
+    for path in paths {
+        let (model, meta) = train::checkpoint::load_for_data(path, test, device)
+            .with_context(|| format!("loading checkpoint {}", path.display()))?;
+        if meta.dataset == DatasetKind::Digits.to_string() && meta.seed != split_seed {
+            bail!(
+                "--checkpoint {} was trained with seed {} and {} with seed {split_seed}: on the embedded digits the seed picks the train/test split, so the ensemble's members would have trained on each other's test images",
+                path.display(),
+                meta.seed,
+                paths[0].display()
+            );
+        }
+        first.get_or_insert(meta);
+        models.push(model);
+    }
+    let meta = first.context("--checkpoint is required")?;
+    let model = if models.len() == 1 {
+        models.remove(0)
+    } else {
+        Classifier::ensemble(models)?
+    };
+    Ok((model, meta))
+}
+
+/// The members of an ensemble for the JSON output (`null` for one checkpoint).
+fn ensemble_json(paths: &[PathBuf]) -> serde_json::Value {
+    if paths.len() > 1 {
+        json!(paths)
+    } else {
+        json!(null)
+    }
+}
+
+/// `cnn (epoch 12)`, or `ensemble of 3 (cnn epoch 12 + ...)`.
+fn describe(paths: &[PathBuf], meta: &train::checkpoint::CheckpointMeta) -> String {
+    if paths.len() == 1 {
+        format!("{} (epoch {})", meta.spec.arch, meta.epoch)
+    } else {
+        format!(
+            "ensemble of {} checkpoints (mean logits; first: {} epoch {})",
+            paths.len(),
+            meta.spec.arch,
+            meta.epoch
+        )
+    }
 }
 
 /// What the images are, for the summaries: `{dataset} test images` or `images of DIR`.
@@ -272,8 +334,22 @@ fn shard(
     let Some(out) = &args.out else {
         bail!("--shard needs --out DIR (the part is written there for `robustness merge-eval`)");
     };
-    let ckpt = train::checkpoint::resolve(&args.checkpoint)?;
-    let sha = construct::sha256_file(&ckpt.join(train::checkpoint::WEIGHTS_FILE))?;
+    // One checkpoint: its weights' hash (as before); an ensemble: every member's, in order.
+    let shas = args
+        .checkpoint
+        .iter()
+        .map(|c| {
+            let ckpt = train::checkpoint::resolve(c)?;
+            Ok(construct::sha256_file(
+                &ckpt.join(train::checkpoint::WEIGHTS_FILE),
+            )?)
+        })
+        .collect::<Result<Vec<String>>>()?;
+    let sha = if shas.len() == 1 {
+        json!(shas[0])
+    } else {
+        json!(shas)
+    };
     let batches = test.len().div_ceil(args.batch_size.max(1));
     let range = attack::shard_batches(batches, shard.index, shard.count);
     let mut counts = Vec::new();
