@@ -287,7 +287,7 @@ fn ensemble_json(paths: &[PathBuf]) -> serde_json::Value {
     }
 }
 
-/// `cnn (epoch 12)`, or `ensemble of 3 (cnn epoch 12 + ...)`.
+/// `cnn (epoch 12)`, or `ensemble of 3 checkpoints (mean logits; first: cnn epoch 12)`.
 fn describe(paths: &[PathBuf], meta: &train::checkpoint::CheckpointMeta) -> String {
     if paths.len() == 1 {
         format!("{} (epoch {})", meta.spec.arch, meta.epoch)
