@@ -2,7 +2,7 @@
 //! (join the shards of one construction).
 
 use crate::cli::{ConstructArgs, MergeArgs, SplitArg};
-use crate::commands::{load_data, override_steps, print_json, start_of};
+use crate::commands::{load_data, override_steps, print_json, same_split, start_of};
 use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
 use robustness::attack::threat::Constraint;
@@ -47,14 +47,14 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     for path in &args.model {
         let (model, saved) = checkpoint::load_for_data(path, &train_set, device)
             .with_context(|| format!("loading --model {}", path.display()))?;
-        if dataset == DatasetKind::Digits && saved.seed != split_seed {
-            bail!(
-                "--model {} was trained with seed {} and {} with seed {split_seed}: on the embedded digits the seed picks the train/test split, so the ensemble's members would have trained on each other's test images",
-                path.display(),
-                saved.seed,
-                first.display()
-            );
-        }
+        same_split(
+            "--model",
+            dataset == DatasetKind::Digits,
+            path,
+            saved.seed,
+            first,
+            split_seed,
+        )?;
         let ckpt_dir = checkpoint::resolve(path)?;
         refs.push(ModelRef {
             path: path.display().to_string(),

@@ -3,7 +3,7 @@
 //! curve, as a table and a PNG plot).
 
 use crate::cli::{EvalArgs, MergeEvalArgs};
-use crate::commands::{attack_config, load_data, print_json};
+use crate::commands::{attack_config, load_data, print_json, same_split};
 use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -258,14 +258,14 @@ fn load_models(
     for path in paths {
         let (model, meta) = train::checkpoint::load_for_data(path, test, device)
             .with_context(|| format!("loading checkpoint {}", path.display()))?;
-        if meta.dataset == DatasetKind::Digits.to_string() && meta.seed != split_seed {
-            bail!(
-                "--checkpoint {} was trained with seed {} and {} with seed {split_seed}: on the embedded digits the seed picks the train/test split, so the ensemble's members would have trained on each other's test images",
-                path.display(),
-                meta.seed,
-                paths[0].display()
-            );
-        }
+        same_split(
+            "--checkpoint",
+            meta.dataset == DatasetKind::Digits.to_string(),
+            path,
+            meta.seed,
+            &paths[0],
+            split_seed,
+        )?;
         first.get_or_insert(meta);
         models.push(model);
     }

@@ -164,6 +164,26 @@ pub fn start_of(arg: crate::cli::StartArg) -> robustness::construct::Start {
 }
 
 /// Prints a value as one JSON object on stdout.
+/// Members of an ensemble (`construct --model`, `eval --checkpoint`, flag `flag`) on the
+/// embedded digits must share the first member's training seed, which picks the split.
+pub fn same_split(
+    flag: &str,
+    digits: bool,
+    path: &Path,
+    seed: u64,
+    first: &Path,
+    split_seed: u64,
+) -> Result<()> {
+    if digits && seed != split_seed {
+        anyhow::bail!(
+            "{flag} {} was trained with seed {seed} and {} with seed {split_seed}: on the embedded digits the seed picks the train/test split, so the ensemble's members would have trained on each other's test images",
+            path.display(),
+            first.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     outln!("{}", serde_json::to_string(value)?);
     Ok(())
