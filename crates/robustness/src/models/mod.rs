@@ -351,6 +351,13 @@ mod tests {
             // miss the input entirely.
             (2, 2, 20, 9, 3, [1, 9], [1, 1], [0, 4], [1, 1], 1),
             (2, 2, 4, 3, 2, [1, 9], [1, 1], [0, 4], [1, 1], 1),
+            // 3x3, stride 1, min(channels) x width >= 1024 and at least 256 output tiles of
+            // 2x2 in the batch: Winograd F(2x2, 3x3) (odd planes, paddings 0 and 2; several
+            // images per block and a shorter last block). The last has too few tiles for the
+            // forward and input gradient (im2col) but not for the weight gradient.
+            (5, 64, 16, 16, 64, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (5, 32, 7, 35, 40, [3, 3], [1, 1], [0, 2], [1, 1], 1),
+            (2, 64, 16, 16, 64, [3, 3], [1, 1], [1, 1], [1, 1], 1),
         ];
         for (n, ci, h, w, co, k, stride, pad, dil, groups) in cases {
             let oh = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) / stride[0] + 1;

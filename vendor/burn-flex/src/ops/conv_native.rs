@@ -24,7 +24,9 @@ use burn_backend::ops::conv::calculate_conv_output_size;
 use burn_std::{Bytes, Shape};
 
 use super::conv_weight_grad::{Geometry, GradElement, im2col_at};
+use super::conv_winograd;
 use crate::{FlexTensor, Layout};
+use burn_backend::DType;
 
 /// Columns (output positions) wanted per GEMM: images are grouped until a block has this
 /// many, so that the product is not too thin for the GEMM kernels.
@@ -86,7 +88,7 @@ unsafe fn matmul<T: GradElement>(
 /// last one may be shorter; `chunk` holds the block's `count * per_image` outputs): in
 /// parallel over blocks when there are enough of them, otherwise one block at a time with a
 /// parallel GEMM (`parallel` true).
-fn for_each_block<T: GradElement>(
+pub(crate) fn for_each_block<T: GradElement>(
     out: &mut [T],
     per_image: usize,
     batch: usize,
@@ -162,6 +164,19 @@ pub(crate) fn conv2d_forward<T: GradElement>(
     let w_data: &[T] = weight.storage();
     let bias = bias.map(|b| b.to_contiguous());
     let bias_data: Option<&[T]> = bias.as_ref().map(|b| b.storage());
+    if T::DTYPE == DType::F32 && conv_winograd::enabled_for_planes(&geo, out_h, out_w) {
+        let out = conv_winograd::forward(
+            bytemuck::cast_slice(x_data),
+            bytemuck::cast_slice(w_data),
+            bias_data.map(bytemuck::cast_slice),
+            &geo,
+        );
+        return FlexTensor::new(
+            Bytes::from_elems(out),
+            Layout::contiguous(Shape::from(vec![geo.batch, geo.c_out, out_h, out_w])),
+            DType::F32,
+        );
+    }
     let spatial = geo.spatial_out();
     let per_image = geo.c_out * spatial;
     let pointwise = is_pointwise(&geo);
@@ -270,6 +285,18 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
     };
     let w_data: &[T] = weight.storage();
     let g_data: &[T] = g.storage();
+    if T::DTYPE == DType::F32 && conv_winograd::enabled_for_planes(&geo, geo.h, geo.w) {
+        let dx = conv_winograd::x_grad(
+            bytemuck::cast_slice(w_data),
+            bytemuck::cast_slice(g_data),
+            &geo,
+        );
+        return FlexTensor::new(
+            Bytes::from_elems(dx),
+            Layout::contiguous(x_shape.clone()),
+            DType::F32,
+        );
+    }
     let spatial = geo.spatial_out();
     let plane = geo.h * geo.w;
     let per_image = geo.c_in * plane;

@@ -110,6 +110,18 @@ pub(crate) fn conv2d_weight_grad<T: GradElement>(
     };
     let x_data: &[T] = x.storage();
     let g_data: &[T] = g.storage();
+    if T::DTYPE == DType::F32 && super::conv_winograd::enabled(&geo) {
+        let dw = super::conv_winograd::weight_grad(
+            bytemuck::cast_slice(x_data),
+            bytemuck::cast_slice(g_data),
+            &geo,
+        );
+        return FlexTensor::new(
+            Bytes::from_elems(dw),
+            Layout::contiguous(weight_shape.clone()),
+            DType::F32,
+        );
+    }
     let len = geo.c_out * geo.k_cols();
 
     // Small output planes: several images per GEMM (`ipb`, from the shapes only), so that

@@ -101,6 +101,7 @@ pub mod conv_transpose;
 mod batch_norm; // robustness patch
 mod conv_native; // robustness patch
 mod conv_weight_grad;
+mod conv_winograd; // robustness patch
 pub mod cumulative;
 pub mod deform_conv;
 pub mod expand;
