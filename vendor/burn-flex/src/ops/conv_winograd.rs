@@ -851,6 +851,37 @@ mod tests {
         }
     }
 
+    /// The same bits on 1 and 4 threads: blocks spread over threads (1 thread) or the work
+    /// inside a block split (4 threads, 3 blocks), and weight-gradient partials.
+    #[cfg(feature = "rayon")]
+    #[test]
+    fn winograd_bits_do_not_depend_on_the_thread_count() {
+        for (n, ci, h, w, co, pad) in [(3, 16, 32, 32, 17, 1), (40, 16, 5, 4, 16, 1)] {
+            let geo = geometry(n, ci, h, w, co, pad);
+            let x = values(n * ci * h * w, 5);
+            let k = values(co * ci * 9, 6);
+            let g = values(n * co * geo.out_h * geo.out_w, 7);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("thread pool");
+                pool.install(|| {
+                    (
+                        forward(&x, &k, Some(&g[..co]), &geo),
+                        x_grad(&k, &g, &geo),
+                        weight_grad(&x, &g, &geo),
+                    )
+                })
+            };
+            let (a, b) = (run(1), run(4));
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a.0), bits(&b.0), "forward");
+            assert_eq!(bits(&a.1), bits(&b.1), "input gradient");
+            assert_eq!(bits(&a.2), bits(&b.2), "weight gradient");
+        }
+    }
+
     #[test]
     fn winograd_leaves_other_convolutions_alone() {
         let base = geometry(2, 16, 64, 64, 16, 1);
