@@ -41,18 +41,21 @@ fn is_pointwise(geo: &Geometry) -> bool {
     geo.k_h == 1 && geo.k_w == 1 && geo.stride == [1, 1] && geo.pad == [0, 0]
 }
 
-/// `dst (+)= lhs . rhs` for row-major operands given as (pointer, column stride, row stride).
+/// `dst = lhs . rhs`, or `dst += lhs . rhs` with `accumulate`, for operands given as
+/// (pointer, column stride, row stride); `dst` has column stride 1. The one `gemm` call of
+/// our convolution kernels (im2col, weight gradient, Winograd).
 ///
 /// # Safety
 /// Each operand must hold the `m x k`, `k x n` and `m x n` elements its strides address.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul<T: GradElement>(
+pub(crate) unsafe fn matmul<T: GradElement>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
     dst_rs: usize,
     lhs: (*const T, usize, usize),
     rhs: (*const T, usize, usize),
     parallel: bool,
+    accumulate: bool,
 ) {
     let parallelism = if parallel {
         gemm::Parallelism::Rayon(0)
@@ -67,14 +70,14 @@ unsafe fn matmul<T: GradElement>(
             dst,
             1,
             dst_rs as isize,
-            false,
+            accumulate,
             lhs.0,
             lhs.1 as isize,
             lhs.2 as isize,
             rhs.0,
             rhs.1 as isize,
             rhs.2 as isize,
-            T::ZERO,
+            T::ONE,
             T::ONE,
             false,
             false,
@@ -226,6 +229,7 @@ pub(crate) fn conv2d_forward<T: GradElement>(
                         (lhs.as_ptr(), 1, k),
                         (rhs.as_ptr(), 1, ncols),
                         parallel,
+                        false,
                     );
                 }
                 if count > 1 {
@@ -339,6 +343,7 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
                         (lhs.as_ptr(), k, 1),
                         (rhs.as_ptr(), 1, ncols),
                         parallel,
+                        false,
                     );
                 }
                 if !direct {

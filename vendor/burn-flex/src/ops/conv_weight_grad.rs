@@ -332,26 +332,14 @@ fn accumulate_group<T: GradElement>(
     // stride k) and rhs = cols^T is k x ncols read from cols (ncols x k row-major): element
     // (kk, j) at j * k + kk. All three slices have exactly these sizes.
     unsafe {
-        gemm::gemm(
-            m,
-            ncols,
-            k,
+        super::conv_native::matmul(
+            (m, ncols, k),
             dst.as_mut_ptr(),
-            1,
-            ncols as isize,
+            ncols,
+            (lhs.as_ptr(), 1, k),
+            (cols.as_ptr(), k, 1),
+            false,
             read_acc,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            cols.as_ptr(),
-            k as isize,
-            1,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
         );
     }
 }

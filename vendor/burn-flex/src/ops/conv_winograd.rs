@@ -457,45 +457,6 @@ fn output_adjoint_body(g: &[f32], p: &Problem, dm: &mut [f32], ld: usize, col0: 
     }
 }
 
-/// `dst = lhs . rhs` (single-threaded gemm) for row-major operands given as (pointer, row
-/// stride).
-///
-/// # Safety
-/// Each operand must hold the `m x k`, `k x n` and `m x n` elements its strides address.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-    accumulate: bool,
-) {
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.0,
-            lhs.1 as isize,
-            lhs.2 as isize,
-            rhs.0,
-            rhs.1 as isize,
-            rhs.2 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Runs `f(index, chunk)` over `data.chunks_mut(size)`, in parallel when asked.
 fn for_chunks(
     data: &mut [f32],
@@ -591,12 +552,13 @@ fn convolve(x: &[f32], u: &[f32], bias: Option<&[f32]>, p: &Problem) -> Vec<f32>
                 // xi * c_in + c_in <= u.len()); rhs is c_in x cols read from V likewise (row
                 // stride 16 * cols); dst is c_out x cols (row stride cols).
                 unsafe {
-                    gemm_f32(
+                    super::conv_native::matmul::<f32>(
                         (p.c_out, cols, p.c_in),
                         dst.as_mut_ptr(),
                         cols,
                         (u.as_ptr().add(xi * p.c_in), 1, 16 * p.c_in),
                         (v.as_ptr().add(xi * cols), 1, 16 * cols),
+                        false,
                         false,
                     );
                 }
@@ -681,12 +643,13 @@ pub(crate) fn weight_grad(x: &[f32], g: &[f32], geo: &Geometry) -> Vec<f32> {
                 // at transform xi); rhs = V^T is cols x c_in read from V (element (t, ci)
                 // at ci * 16 * cols + xi * cols + t); dst is c_out x c_in (row stride c_in).
                 unsafe {
-                    gemm_f32(
+                    super::conv_native::matmul::<f32>(
                         (c_out, c_in, cols),
                         dst.as_mut_ptr(),
                         c_in,
                         (dm.as_ptr().add(xi * cols), 1, 16 * cols),
                         (v.as_ptr().add(xi * cols), 16 * cols, 1),
+                        false,
                         !first,
                     );
                 }
