@@ -457,6 +457,118 @@ fn bad_paths_and_flags_give_one_line_errors_without_panics() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A 10-class model serves a class subset through the logits of those classes: eval and
+/// construct accept it, and the construction records the model's own classes.
+#[test]
+fn a_model_of_more_classes_is_restricted_to_a_class_subset() {
+    let dir = temp_dir("restrict");
+    let run_dir = dir.join("ten");
+    let run_s = run_dir.to_string_lossy().into_owned();
+    let train = json_of(&run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp",
+        "--epochs",
+        "2",
+        "--out",
+        &run_s,
+        "--json",
+    ]));
+    let ckpt = train["checkpoint"]
+        .as_str()
+        .expect("checkpoint")
+        .to_string();
+    let all = json_of(&run(&[
+        "eval",
+        "--checkpoint",
+        &ckpt,
+        "--dataset",
+        "digits",
+        "--json",
+    ]));
+    let two = json_of(&run(&[
+        "eval",
+        "--checkpoint",
+        &ckpt,
+        "--dataset",
+        "digits",
+        "--classes",
+        "5,3",
+        "--json",
+    ]));
+    assert_eq!(two["class_names"], serde_json::json!(["5", "3"]));
+    // Restricted to {5, 3}, every 5 or 3 that the 10-class model got right is still right
+    // (its logit beat all nine others), so the per-class accuracy can only rise.
+    let per_class = |v: &Value, i: usize| v["per_class_accuracy"][i].as_f64().expect("acc");
+    assert!(per_class(&two, 0) >= per_class(&all, 5) - 1e-9);
+    assert!(per_class(&two, 1) >= per_class(&all, 3) - 1e-9);
+    let confusion = two["confusion"].as_array().expect("confusion");
+    assert_eq!(confusion.len(), 2);
+    assert_eq!(confusion[0].as_array().expect("row").len(), 2);
+
+    let out = dir.join("det");
+    let out_s = out.to_string_lossy().into_owned();
+    let built = json_of(&run(&[
+        "construct",
+        "det",
+        "--model",
+        &ckpt,
+        "--dataset",
+        "digits",
+        "--classes",
+        "3,5",
+        "--steps",
+        "5",
+        "--out",
+        &out_s,
+        "--json",
+    ]));
+    assert!(built["summary"]["examples"].as_u64().expect("examples") > 0);
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).expect("meta.json"))
+            .expect("json");
+    assert_eq!(
+        meta["model"]["restricted_from"]
+            .as_array()
+            .expect("restricted_from")
+            .len(),
+        10
+    );
+    assert_eq!(meta["source"]["class_names"], serde_json::json!(["3", "5"]));
+    // A model of fewer classes than asked for is still a clear error naming both.
+    let two_class = dir.join("two");
+    let two_s = two_class.to_string_lossy().into_owned();
+    run(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--classes",
+        "3,5",
+        "--arch",
+        "mlp",
+        "--epochs",
+        "1",
+        "--out",
+        &two_s,
+    ]);
+    let small = two_class.join("latest").to_string_lossy().into_owned();
+    assert_clean_error(
+        &run(&[
+            "eval",
+            "--checkpoint",
+            &small,
+            "--dataset",
+            "digits",
+            "--classes",
+            "3,5,7",
+        ]),
+        "2 classes",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn class_subsets_give_a_relabelled_task() {
     let dir = temp_dir("classes");

@@ -95,6 +95,7 @@ fn pgd_matches_the_reference_library() {
         seed: 0,
         metrics: None,
         imported_from: None,
+        restricted_from: None,
     };
     checkpoint::write_json_atomic(&dir.join(checkpoint::META_FILE), &meta).expect("meta");
     let device = Device::flex();

@@ -62,6 +62,7 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
             arch: saved.spec.arch,
             epoch: saved.epoch,
             adversarially_trained: adversarially_trained(&ckpt_dir),
+            restricted_from: saved.restricted_from.clone(),
         });
         models.push(model);
     }

@@ -83,6 +83,7 @@ pub fn import(args: ImportArgs, device: &robustness::Device) -> Result<()> {
         seed: 0,
         metrics: None,
         imported_from: Some(from.clone()),
+        restricted_from: None,
     };
     checkpoint::save(&args.out, &model, &meta, None)
         .with_context(|| format!("writing {}", args.out.display()))?;

@@ -710,6 +710,7 @@ fn build(
         arch: saved.spec.arch,
         epoch: saved.epoch,
         adversarially_trained: super::construct::adversarially_trained(&ckpt_dir),
+        restricted_from: saved.restricted_from.clone(),
     };
     let meta = ConstructMeta::new(config.clone(), source, model_ref, None)?;
     let mut progress = Examples::new(config.kind.paper_name());

@@ -48,6 +48,7 @@ fn meta_for(config: ConstructConfig, train: &Dataset, shard: Option<Shard>) -> C
         arch: Arch::Mlp,
         epoch: 8,
         adversarially_trained: Some(false),
+        restricted_from: None,
     };
     ConstructMeta::new(config, source, model, shard).expect("meta")
 }

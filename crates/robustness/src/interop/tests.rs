@@ -28,6 +28,7 @@ fn meta(spec: &ModelSpec) -> CheckpointMeta {
         seed: 0,
         metrics: None,
         imported_from: None,
+        restricted_from: None,
     }
 }
 

@@ -174,6 +174,29 @@ impl Classifier {
         })
     }
 
+    /// The same model answering only for the classes `keep` (indices into its outputs, in the
+    /// order given): the rows of its final linear layer for those classes, so its logits are
+    /// the original logits of those classes and its softmax is taken over them alone. A
+    /// 10-class CIFAR model becomes a cats-vs-dogs model this way (`keep = [3, 5]`); every
+    /// member of an ensemble is restricted alike.
+    pub fn restrict_classes(mut self, keep: &[usize]) -> crate::Result<Self> {
+        match &mut self.net {
+            Network::Ensemble(members) => {
+                let restricted = std::mem::take(members)
+                    .into_iter()
+                    .map(|m| m.restrict_classes(keep))
+                    .collect::<crate::Result<Vec<_>>>()?;
+                *members = restricted;
+            }
+            Network::Linear(m) => select_outputs(m.head_layer_mut(), keep)?,
+            Network::Mlp(m) => select_outputs(m.head_layer_mut(), keep)?,
+            Network::Cnn(m) => select_outputs(m.head_layer_mut(), keep)?,
+            Network::ResNet(m) => select_outputs(m.head_layer_mut(), keep)?,
+            Network::Vgg(m) => select_outputs(m.head_layer_mut(), keep)?,
+        }
+        Ok(self)
+    }
+
     /// Number of models: 1, or the members of an ensemble.
     pub fn members(&self) -> usize {
         match &self.net {
@@ -226,6 +249,36 @@ impl Classifier {
 }
 
 /// Per-example cross-entropy. logits: [batch, classes], targets: [batch] -> [batch].
+/// Keeps the outputs `keep` of a linear layer stored `[d_input, d_output]` (Burn's default
+/// layout, which every head here uses): the weight columns and bias entries of those outputs.
+fn select_outputs(layer: &mut burn::nn::Linear, keep: &[usize]) -> crate::Result<()> {
+    let [d_input, d_output] = layer.weight.val().dims();
+    if keep.is_empty() {
+        return Err(crate::Error::Config(
+            "restricting a model to no class at all".into(),
+        ));
+    }
+    if let Some(&bad) = keep.iter().find(|&&k| k >= d_output) {
+        return Err(crate::Error::Config(format!(
+            "class index {bad} is not an output of a {d_output}-class model"
+        )));
+    }
+    let device = layer.weight.val().device();
+    let index = Tensor::<1, Int>::from_data(
+        TensorData::new(keep.iter().map(|&k| k as i64).collect(), [keep.len()]),
+        &device,
+    );
+    let weight = layer.weight.val().select(1, index.clone());
+    debug_assert_eq!(weight.dims(), [d_input, keep.len()]);
+    layer.weight = burn::module::Param::from_tensor(weight);
+    if let Some(bias) = &layer.bias {
+        layer.bias = Some(burn::module::Param::from_tensor(
+            bias.val().select(0, index),
+        ));
+    }
+    Ok(())
+}
+
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [batch, _] = logits.dims();
     let log_probs = burn::tensor::activation::log_softmax(logits, 1);
@@ -306,6 +359,60 @@ mod tests {
             [2, CNN_FEATURES + MLP_HIDDEN + CNN_FEATURES]
         );
         assert!(Classifier::ensemble(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn restricting_classes_keeps_exactly_their_logits() {
+        let device = Device::flex();
+        device.seed(5);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(values(3 * 3 * 8 * 8, 2), [3, 3, 8, 8]),
+            &device,
+        );
+        let keep = [5, 3, 9];
+        for arch in [
+            Arch::Linear,
+            Arch::Mlp,
+            Arch::Cnn,
+            Arch::Resnet18,
+            Arch::Vgg11,
+        ] {
+            let model = Classifier::new(&spec(arch, 3, 8), &device);
+            let full = crate::tensors::to_vec(model.forward(x.clone()));
+            let features = crate::tensors::to_vec(model.forward_features(x.clone()));
+            let small = model.restrict_classes(&keep).expect("valid classes");
+            let got = crate::tensors::to_vec(small.forward(x.clone()));
+            assert_eq!(got.len(), 3 * keep.len(), "{arch}");
+            for image in 0..3 {
+                for (j, &k) in keep.iter().enumerate() {
+                    let (g, w) = (got[image * keep.len() + j], full[image * 10 + k]);
+                    assert!(
+                        (g - w).abs() < 1e-5,
+                        "{arch} image {image} class {k}: {g} vs {w}"
+                    );
+                }
+            }
+            // The representation is untouched.
+            assert_eq!(
+                crate::tensors::to_vec(small.forward_features(x.clone())),
+                features
+            );
+        }
+        // Ensembles restrict every member; bad indices are errors, not panics.
+        let members = (0..2)
+            .map(|_| Classifier::new(&spec(Arch::Cnn, 3, 8), &device))
+            .collect();
+        let ensemble = Classifier::ensemble(members).expect("two models");
+        let full = crate::tensors::to_vec(ensemble.forward(x.clone()));
+        let two = ensemble.restrict_classes(&[3, 5]).expect("valid classes");
+        let got = crate::tensors::to_vec(two.forward(x.clone()));
+        for image in 0..3 {
+            assert!((got[image * 2] - full[image * 10 + 3]).abs() < 1e-5);
+            assert!((got[image * 2 + 1] - full[image * 10 + 5]).abs() < 1e-5);
+        }
+        let model = Classifier::new(&spec(Arch::Cnn, 3, 8), &device);
+        assert!(model.clone().restrict_classes(&[10]).is_err());
+        assert!(model.restrict_classes(&[]).is_err());
     }
 
     /// Deterministic values in [-1, 1) with a few exact ties (multiples of 1/8).

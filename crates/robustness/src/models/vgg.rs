@@ -103,4 +103,9 @@ impl Vgg {
     pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
         self.head.forward(features)
     }
+
+    /// The final linear layer (features -> logits).
+    pub(crate) fn head_layer_mut(&mut self) -> &mut Linear {
+        &mut self.head
+    }
 }

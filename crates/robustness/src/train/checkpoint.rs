@@ -47,6 +47,10 @@ pub struct CheckpointMeta {
     /// The PyTorch file it was converted from (`robustness import`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<crate::interop::ImportedFrom>,
+    /// Set when the model was restricted to some of its classes on loading (see
+    /// [`load_for_data`]): the class names it was trained with. Never written to checkpoints.
+    #[serde(skip)]
+    pub restricted_from: Option<Vec<String>>,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
@@ -272,21 +276,53 @@ pub fn load_expecting(
 }
 
 /// Loads a checkpoint to run on `data`: its input shape and class count must match the
-/// checkpoint's (an error names both otherwise).
+/// checkpoint's (an error names both otherwise). A model of more classes serves a data set
+/// whose classes are some of its own (by name: a 10-class CIFAR-10 model on `--classes
+/// cat,dog`): it is restricted to their logits, in the data set's order
+/// ([`Classifier::restrict_classes`]), and the returned metadata describes the restricted
+/// model, with the original classes in `restricted_from`.
 pub fn load_for_data(
     path: &Path,
     data: &crate::data::Dataset,
     device: &Device,
 ) -> Result<(Classifier, CheckpointMeta)> {
     let saved = read_meta(&resolve(path)?)?;
+    let wanted = data.num_classes();
+    let keep = (saved.spec.num_classes > wanted)
+        .then(|| subset_indices(&saved.class_names, &data.class_names))
+        .flatten();
     let expected = ModelSpec {
         channels: data.channels,
         height: data.height,
         width: data.width,
-        num_classes: data.num_classes(),
+        num_classes: if keep.is_some() {
+            saved.spec.num_classes
+        } else {
+            wanted
+        },
         ..saved.spec
     };
-    load_expecting(path, &expected, device)
+    let (model, mut meta) = load_expecting(path, &expected, device)?;
+    let Some(keep) = keep else {
+        return Ok((model, meta));
+    };
+    let model = model.restrict_classes(&keep)?;
+    meta.restricted_from = Some(std::mem::replace(
+        &mut meta.class_names,
+        data.class_names.clone(),
+    ));
+    meta.spec.num_classes = wanted;
+    Ok((model, meta))
+}
+
+/// Where each of `wanted` is in `names` (all must be there, each once), or None.
+fn subset_indices(names: &[String], wanted: &[String]) -> Option<Vec<usize>> {
+    let keep = wanted
+        .iter()
+        .map(|w| names.iter().position(|n| n == w))
+        .collect::<Option<Vec<_>>>()?;
+    let distinct: std::collections::BTreeSet<_> = keep.iter().collect();
+    (distinct.len() == keep.len()).then_some(keep)
 }
 
 /// Restores the model (with its parameter ids) and optimizer of a checkpoint written with

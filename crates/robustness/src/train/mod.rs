@@ -474,6 +474,7 @@ pub fn train_on(
             seed: config.seed,
             metrics: Some(m.clone()),
             imported_from: None,
+            restricted_from: None,
         };
         checkpoint::save(&dir, &model, &meta, Some(&optimizer))?;
         let target = Path::new("checkpoints").join(&name);
