@@ -136,30 +136,33 @@ pub(crate) fn conv2d_weight_grad<T: GradElement>(
         let mut acc = vec![T::ZERO; len];
         let start = (block * per_block).min(geo.batch);
         let end = ((block + 1) * per_block).min(geo.batch);
-        let mut cols = vec![T::ZERO; geo.k_cols() * ipb * spatial];
-        let mut gathered = vec![T::ZERO; if ipb > 1 { m * ipb * spatial } else { 0 }];
-        let mut n0 = start;
-        while n0 < end {
-            let count = ipb.min(end - n0);
-            let ld = count * spatial;
-            for group in 0..geo.groups {
-                for j in 0..count {
-                    im2col_at(x_data, &geo, n0 + j, group, &mut cols, ld, j * spatial);
+        let cols_len = geo.k_cols() * ipb * spatial;
+        let gathered_len = if ipb > 1 { m * ipb * spatial } else { 0 };
+        super::conv_native::with_scratch(cols_len + gathered_len, |scratch: &mut [T]| {
+            let (cols, gathered) = scratch.split_at_mut(cols_len);
+            let mut n0 = start;
+            while n0 < end {
+                let count = ipb.min(end - n0);
+                let ld = count * spatial;
+                for group in 0..geo.groups {
+                    for j in 0..count {
+                        im2col_at(x_data, &geo, n0 + j, group, cols, ld, j * spatial);
+                    }
+                    let lhs =
+                        super::conv_native::grad_block(g_data, &geo, n0, count, group, gathered);
+                    accumulate_group(
+                        lhs,
+                        &geo,
+                        ld,
+                        group,
+                        &cols[..geo.k_cols() * ld],
+                        &mut acc,
+                        n0 > start,
+                    );
                 }
-                let lhs =
-                    super::conv_native::grad_block(g_data, &geo, n0, count, group, &mut gathered);
-                accumulate_group(
-                    lhs,
-                    &geo,
-                    ld,
-                    group,
-                    &cols[..geo.k_cols() * ld],
-                    &mut acc,
-                    n0 > start,
-                );
+                n0 += count;
             }
-            n0 += count;
-        }
+        });
         acc
     };
 

@@ -614,48 +614,51 @@ pub(crate) fn weight_grad(x: &[f32], g: &[f32], geo: &Geometry) -> Vec<f32> {
     // Sum over the images of one block of `dM . V^T`, in the Winograd domain.
     let accumulate = |block: usize, parallel: bool| -> Vec<f32> {
         let mut acc = vec![0.0f32; len];
-        let mut v = vec![0.0f32; 16 * c_in * ipb * tiles];
-        let mut dm = vec![0.0f32; 16 * c_out * ipb * tiles];
-        let mut pads = vec![0.0f32; c_in * plane_scratch_len(&p)];
-        let start = (block * steps_per_block * ipb).min(p.batch);
-        let end = ((block + 1) * steps_per_block * ipb).min(p.batch);
-        let mut n0 = start;
-        while n0 < end {
-            let count = ipb.min(end - n0);
-            let cols = count * tiles;
-            transform_block(x, &p, n0, count, &mut v, &mut pads, parallel);
-            // dM as [c_out][xi][cols].
-            for_chunks(
-                &mut dm[..16 * c_out * cols],
-                16 * cols,
-                parallel,
-                |co, d| {
-                    for j in 0..count {
-                        let src = &g[((n0 + j) * c_out + co) * out_plane..][..out_plane];
-                        output_adjoint(src, &p, d, cols, j * tiles);
+        let (v_len, dm_len) = (16 * c_in * ipb * tiles, 16 * c_out * ipb * tiles);
+        let pads_len = c_in * plane_scratch_len(&p);
+        super::conv_native::with_scratch(v_len + dm_len + pads_len, |scratch: &mut [f32]| {
+            let (v, rest) = scratch.split_at_mut(v_len);
+            let (dm, pads) = rest.split_at_mut(dm_len);
+            let start = (block * steps_per_block * ipb).min(p.batch);
+            let end = ((block + 1) * steps_per_block * ipb).min(p.batch);
+            let mut n0 = start;
+            while n0 < end {
+                let count = ipb.min(end - n0);
+                let cols = count * tiles;
+                transform_block(x, &p, n0, count, v, pads, parallel);
+                // dM as [c_out][xi][cols].
+                for_chunks(
+                    &mut dm[..16 * c_out * cols],
+                    16 * cols,
+                    parallel,
+                    |co, d| {
+                        for j in 0..count {
+                            let src = &g[((n0 + j) * c_out + co) * out_plane..][..out_plane];
+                            output_adjoint(src, &p, d, cols, j * tiles);
+                        }
+                    },
+                );
+                let (v, dm): (&[f32], &[f32]) = (v, dm);
+                let first = n0 == start;
+                for_chunks(&mut acc, c_out * c_in, parallel, |xi, dst| {
+                    // SAFETY: lhs is c_out x cols read from dM (row stride 16 * cols, starting
+                    // at transform xi); rhs = V^T is cols x c_in read from V (element (t, ci)
+                    // at ci * 16 * cols + xi * cols + t); dst is c_out x c_in (row stride c_in).
+                    unsafe {
+                        super::conv_native::matmul::<f32>(
+                            (c_out, c_in, cols),
+                            dst.as_mut_ptr(),
+                            c_in,
+                            (dm.as_ptr().add(xi * cols), 1, 16 * cols),
+                            (v.as_ptr().add(xi * cols), 16 * cols, 1),
+                            false,
+                            !first,
+                        );
                     }
-                },
-            );
-            let (v, dm): (&[f32], &[f32]) = (&v, &dm);
-            let first = n0 == start;
-            for_chunks(&mut acc, c_out * c_in, parallel, |xi, dst| {
-                // SAFETY: lhs is c_out x cols read from dM (row stride 16 * cols, starting
-                // at transform xi); rhs = V^T is cols x c_in read from V (element (t, ci)
-                // at ci * 16 * cols + xi * cols + t); dst is c_out x c_in (row stride c_in).
-                unsafe {
-                    super::conv_native::matmul::<f32>(
-                        (c_out, c_in, cols),
-                        dst.as_mut_ptr(),
-                        c_in,
-                        (dm.as_ptr().add(xi * cols), 1, 16 * cols),
-                        (v.as_ptr().add(xi * cols), 16 * cols, 1),
-                        false,
-                        !first,
-                    );
-                }
-            });
-            n0 += count;
-        }
+                });
+                n0 += count;
+            }
+        });
         acc
     };
     #[cfg(feature = "rayon")]
