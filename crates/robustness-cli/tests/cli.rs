@@ -554,6 +554,39 @@ fn a_model_of_more_classes_is_restricted_to_a_class_subset() {
         &two_s,
     ]);
     let small = two_class.join("latest").to_string_lossy().into_owned();
+    // The same classes in another order are reordered, not silently swapped.
+    let eval_small = |classes: &str| {
+        json_of(&run(&[
+            "eval",
+            "--checkpoint",
+            &small,
+            "--dataset",
+            "digits",
+            "--classes",
+            classes,
+            "--json",
+        ]))
+    };
+    let (forward, backward) = (eval_small("3,5"), eval_small("5,3"));
+    assert_eq!(forward["test_accuracy"], backward["test_accuracy"]);
+    assert_eq!(
+        forward["per_class_accuracy"][0],
+        backward["per_class_accuracy"][1]
+    );
+    assert!(forward["test_accuracy"].as_f64().expect("acc") > 0.6);
+    // Other classes under the same count are an error naming both lists.
+    assert_clean_error(
+        &run(&[
+            "eval",
+            "--checkpoint",
+            &small,
+            "--dataset",
+            "digits",
+            "--classes",
+            "3,7",
+        ]),
+        "are not the data's",
+    );
     assert_clean_error(
         &run(&[
             "eval",

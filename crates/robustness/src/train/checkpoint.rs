@@ -280,17 +280,42 @@ pub fn load_expecting(
 /// whose classes are some of its own (by name: a 10-class CIFAR-10 model on `--classes
 /// cat,dog`): it is restricted to their logits, in the data set's order
 /// ([`Classifier::restrict_classes`]), and the returned metadata describes the restricted
-/// model, with the original classes in `restricted_from`.
+/// model, with the original classes in `restricted_from`. A model of the same classes in
+/// another order is reordered the same way; one of other classes (by name) is an error.
 pub fn load_for_data(
     path: &Path,
     data: &crate::data::Dataset,
     device: &Device,
 ) -> Result<(Classifier, CheckpointMeta)> {
-    let saved = read_meta(&resolve(path)?)?;
+    let dir = resolve(path)?;
+    let saved = read_meta(&dir)?;
     let wanted = data.num_classes();
-    let keep = (saved.spec.num_classes > wanted)
+    let mut keep = (saved.spec.num_classes > wanted)
         .then(|| subset_indices(&saved.class_names, &data.class_names))
         .flatten();
+    // The same number of classes under other names: the same classes in another order
+    // (`--classes dog,cat` for a cat,dog model) are reordered; other classes are an error
+    // rather than a silent relabelling. Imported checkpoints keep positional classes (their
+    // names are placeholders when the file had no class list).
+    if saved.spec.num_classes == wanted
+        && saved.class_names != data.class_names
+        && saved.imported_from.is_none()
+        && saved.class_names.len() == wanted
+    {
+        match subset_indices(&saved.class_names, &data.class_names) {
+            Some(order) => keep = Some(order),
+            None => {
+                return Err(checkpoint_error(
+                    &dir,
+                    format!(
+                        "the model's classes [{}] are not the data's [{}]",
+                        saved.class_names.join(", "),
+                        data.class_names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     let expected = ModelSpec {
         channels: data.channels,
         height: data.height,
