@@ -298,8 +298,9 @@ pub struct ModelRef {
     pub epoch: usize,
     /// Whether it was adversarially trained, as far as its metadata says.
     pub adversarially_trained: Option<bool>,
-    /// The model's own classes, when it has more than the data set and was restricted to the
-    /// logits of the data set's classes (a 10-class model building a cats-vs-dogs set).
+    /// The model's own classes, when they are not the data set's list: it was restricted to
+    /// the logits of the data set's classes (a 10-class model building a cats-vs-dogs set),
+    /// or they were reordered to the data set's order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restricted_from: Option<Vec<String>>,
 }

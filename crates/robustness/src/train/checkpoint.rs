@@ -47,8 +47,9 @@ pub struct CheckpointMeta {
     /// The PyTorch file it was converted from (`robustness import`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<crate::interop::ImportedFrom>,
-    /// Set when the model was restricted to some of its classes on loading (see
-    /// [`load_for_data`]): the class names it was trained with. Never written to checkpoints.
+    /// Set when the model was restricted to some of its classes, or its classes reordered, on
+    /// loading (see [`load_for_data`]): the class names it was trained with, in its order.
+    /// Never written to checkpoints.
     #[serde(skip)]
     pub restricted_from: Option<Vec<String>>,
 }
