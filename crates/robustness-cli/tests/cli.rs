@@ -499,6 +499,14 @@ fn a_model_of_more_classes_is_restricted_to_a_class_subset() {
         "--json",
     ]));
     assert_eq!(two["class_names"], serde_json::json!(["5", "3"]));
+    assert_eq!(
+        two["restricted_from"]
+            .as_array()
+            .expect("own classes")
+            .len(),
+        10
+    );
+    assert!(all["restricted_from"].is_null());
     // Restricted to {5, 3}, every 5 or 3 that the 10-class model got right is still right
     // (its logit beat all nine others), so the per-class accuracy can only rise.
     let per_class = |v: &Value, i: usize| v["per_class_accuracy"][i].as_f64().expect("acc");

@@ -65,6 +65,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
             "ensemble": ensemble_json(&args.checkpoint),
             "constructed": args.constructed,
             "arch": meta.spec.arch,
+            "restricted_from": meta.restricted_from,
         }));
     }
     outln!(
@@ -289,8 +290,16 @@ fn ensemble_json(paths: &[PathBuf]) -> serde_json::Value {
 
 /// `cnn (epoch 12)`, or `ensemble of 3 checkpoints (mean logits; first: cnn epoch 12)`.
 fn describe(paths: &[PathBuf], meta: &train::checkpoint::CheckpointMeta) -> String {
+    let restricted = meta.restricted_from.as_ref().map_or(String::new(), |own| {
+        format!(
+            "; its {} classes [{}] answering for [{}]",
+            own.len(),
+            own.join(", "),
+            meta.class_names.join(", ")
+        )
+    });
     if paths.len() == 1 {
-        format!("{} (epoch {})", meta.spec.arch, meta.epoch)
+        format!("{} (epoch {}{restricted})", meta.spec.arch, meta.epoch)
     } else {
         format!(
             "ensemble of {} checkpoints (mean logits; first: {} epoch {})",
