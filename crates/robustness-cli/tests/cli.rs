@@ -43,6 +43,16 @@ fn train_linear_digits(out: &Path, epochs: u32) -> String {
     out.join("latest").to_string_lossy().into_owned()
 }
 
+/// Runs `robustness train ARGS --json` and returns the path of the checkpoint it reports.
+fn trained_checkpoint(args: &[&str]) -> String {
+    let mut args = args.to_vec();
+    args.push("--json");
+    json_of(&run(&args))["checkpoint"]
+        .as_str()
+        .expect("checkpoint")
+        .to_string()
+}
+
 fn json_of(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -464,7 +474,7 @@ fn a_model_of_more_classes_is_restricted_to_a_class_subset() {
     let dir = temp_dir("restrict");
     let run_dir = dir.join("ten");
     let run_s = run_dir.to_string_lossy().into_owned();
-    let train = json_of(&run(&[
+    let ckpt = trained_checkpoint(&[
         "train",
         "--dataset",
         "digits",
@@ -474,12 +484,7 @@ fn a_model_of_more_classes_is_restricted_to_a_class_subset() {
         "2",
         "--out",
         &run_s,
-        "--json",
-    ]));
-    let ckpt = train["checkpoint"]
-        .as_str()
-        .expect("checkpoint")
-        .to_string();
+    ]);
     let all = json_of(&run(&[
         "eval",
         "--checkpoint",
@@ -614,7 +619,7 @@ fn a_model_of_more_classes_is_restricted_to_a_class_subset() {
 fn class_subsets_give_a_relabelled_task() {
     let dir = temp_dir("classes");
     let out = dir.to_string_lossy().into_owned();
-    let train = json_of(&run(&[
+    let checkpoint = trained_checkpoint(&[
         "train",
         "--dataset",
         "digits",
@@ -624,12 +629,7 @@ fn class_subsets_give_a_relabelled_task() {
         "3",
         "--out",
         &out,
-        "--json",
-    ]));
-    let checkpoint = train["checkpoint"]
-        .as_str()
-        .expect("checkpoint")
-        .to_string();
+    ]);
     let eval = json_of(&run(&[
         "eval",
         "--checkpoint",
@@ -796,7 +796,7 @@ fn cnn_training_gives_the_same_bytes_on_one_and_four_threads() {
 fn attacks_on_a_trained_digits_model() {
     let dir = temp_dir("attacks");
     let run_dir = dir.join("run").to_string_lossy().into_owned();
-    let train = json_of(&run(&[
+    let checkpoint = trained_checkpoint(&[
         "train",
         "--dataset",
         "digits",
@@ -804,12 +804,7 @@ fn attacks_on_a_trained_digits_model() {
         "6",
         "--out",
         &run_dir,
-        "--json",
-    ]));
-    let checkpoint = train["checkpoint"]
-        .as_str()
-        .expect("checkpoint")
-        .to_string();
+    ]);
 
     // Targeted attacks reach the target in nearly all cases at a large eps.
     let out = dir.join("attack").to_string_lossy().into_owned();
@@ -1739,7 +1734,7 @@ fn safetensors_header(path: &Path) -> Value {
 fn synthesize_visualize_and_invert_on_a_digits_model() {
     let dir = temp_dir("synthesis");
     let run_dir = dir.join("run").to_string_lossy().into_owned();
-    let train = json_of(&run(&[
+    let checkpoint = trained_checkpoint(&[
         "train",
         "--dataset",
         "digits",
@@ -1747,12 +1742,7 @@ fn synthesize_visualize_and_invert_on_a_digits_model() {
         "6",
         "--out",
         &run_dir,
-        "--json",
-    ]));
-    let checkpoint = train["checkpoint"]
-        .as_str()
-        .expect("checkpoint")
-        .to_string();
+    ]);
     let out_of = |name: &str| dir.join(name).to_string_lossy().into_owned();
 
     // Class-conditional generation of one class by name-or-index, then of every class.
