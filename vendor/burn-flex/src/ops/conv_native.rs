@@ -219,12 +219,15 @@ pub(crate) fn conv2d_forward<T: GradElement>(
     let w_data: &[T] = weight.storage();
     let bias = bias.map(|b| b.to_contiguous());
     let bias_data: Option<&[T]> = bias.as_ref().map(|b| b.storage());
-    if T::DTYPE == DType::F32 && conv_winograd::enabled_for_planes(&geo, out_h, out_w) {
+    if let Some(tile) =
+        conv_winograd::plane_tile(&geo, out_h, out_w).filter(|_| T::DTYPE == DType::F32)
+    {
         let out = conv_winograd::forward(
             bytemuck::cast_slice(x_data),
             bytemuck::cast_slice(w_data),
             bias_data.map(bytemuck::cast_slice),
             &geo,
+            tile,
         );
         return FlexTensor::new(
             Bytes::from_elems(out),
@@ -341,11 +344,14 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
     };
     let w_data: &[T] = weight.storage();
     let g_data: &[T] = g.storage();
-    if T::DTYPE == DType::F32 && conv_winograd::enabled_for_planes(&geo, geo.h, geo.w) {
+    if let Some(tile) =
+        conv_winograd::plane_tile(&geo, geo.h, geo.w).filter(|_| T::DTYPE == DType::F32)
+    {
         let dx = conv_winograd::x_grad(
             bytemuck::cast_slice(w_data),
             bytemuck::cast_slice(g_data),
             &geo,
+            tile,
         );
         return FlexTensor::new(
             Bytes::from_elems(dx),

@@ -110,11 +110,14 @@ pub(crate) fn conv2d_weight_grad<T: GradElement>(
     };
     let x_data: &[T] = x.storage();
     let g_data: &[T] = g.storage();
-    if T::DTYPE == DType::F32 && super::conv_winograd::enabled(&geo) {
+    if let Some(tile) =
+        super::conv_winograd::weight_grad_tile(&geo).filter(|_| T::DTYPE == DType::F32)
+    {
         let dw = super::conv_winograd::weight_grad(
             bytemuck::cast_slice(x_data),
             bytemuck::cast_slice(g_data),
             &geo,
+            tile,
         );
         return FlexTensor::new(
             Bytes::from_elems(dw),
