@@ -115,7 +115,13 @@ def bench_one(a):
 
 def read_cifar(dirname):
     def read(name):
-        raw = np.fromfile(os.path.join(dirname, name), dtype=np.uint8).reshape(-1, 3073)
+        path = os.path.join(dirname, name)
+        if not os.path.isfile(path):
+            sys.exit(f"gpu_torch.py: {path} not found (expected the CIFAR-10 binary batch files)")
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size == 0 or raw.size % 3073:
+            sys.exit(f"gpu_torch.py: {path} has {raw.size} bytes, not a multiple of 3,073")
+        raw = raw.reshape(-1, 3073)
         return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].astype(np.int64)
 
     parts = [read(f"data_batch_{i}.bin") for i in range(1, 6)]
