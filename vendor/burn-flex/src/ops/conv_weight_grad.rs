@@ -338,13 +338,12 @@ fn accumulate_group<T: GradElement>(
     // stride k) and rhs = cols^T is k x ncols read from cols (ncols x k row-major): element
     // (kk, j) at j * k + kk. All three slices have exactly these sizes.
     unsafe {
-        super::conv_native::matmul(
+        super::conv_native::matmul_nt(
             (m, ncols, k),
             dst.as_mut_ptr(),
             ncols,
-            (lhs.as_ptr(), 1, k),
-            (cols.as_ptr(), k, 1),
-            false,
+            (lhs.as_ptr(), k),
+            (cols.as_ptr(), k),
             read_acc,
         );
     }

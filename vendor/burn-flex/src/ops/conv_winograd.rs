@@ -256,10 +256,12 @@ trait Tile {
     const XI: usize;
     /// Images per block are a multiple of this (up to the batch).
     const GROUP: usize;
-    /// `G k G^T` of a 3x3 kernel (row-major) into `u` (`XI` values).
-    fn kernel_transform(k: &[f32; 9], u: &mut [f32]);
-    /// `G^T du G` (`du(xi)`, `XI` values) into the 3x3 kernel `dst`.
-    fn kernel_adjoint(du: impl Fn(usize) -> f32, dst: &mut [f32]);
+    /// `G k G^T` of a 3x3 kernel (row-major) into `u` (`XI` values); with `S` = [`Vals`],
+    /// of [`LANES`] kernels at once.
+    fn kernel_transform<S: Num>(k: &[S; 9], u: &mut [S]);
+    /// `G^T du G` (`du(xi)`, `XI` values) into the 3x3 kernel `dst`; with `S` = [`Vals`],
+    /// of [`LANES`] kernels at once.
+    fn kernel_adjoint<S: Num>(du: impl Fn(usize) -> S, dst: &mut [S]);
     /// Scratch of one channel's [`Tile::input_channel`] or [`Tile::adjoint_channel`].
     fn channel_scratch_len(p: &Problem) -> usize;
     /// `B^T d B` of every tile of input channel `ci` of images `n0 .. n0 + count` of `x`
@@ -351,20 +353,20 @@ impl Tile for F2 {
     const XI: usize = 16;
     const GROUP: usize = 1;
 
-    fn kernel_transform(k: &[f32; 9], u: &mut [f32]) {
+    #[inline(always)]
+    fn kernel_transform<S: Num>(k: &[S; 9], u: &mut [S]) {
         // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
-        let g = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-        let cols: [[f32; 4]; 3] = core::array::from_fn(|j| g(k[j], k[3 + j], k[6 + j]));
+        let g = |a: S, b: S, c: S| [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c];
+        let cols: [[S; 4]; 3] = core::array::from_fn(|j| g(k[j], k[3 + j], k[6 + j]));
         for i in 0..4 {
             u[4 * i..][..4].copy_from_slice(&g(cols[0][i], cols[1][i], cols[2][i]));
         }
     }
 
-    fn kernel_adjoint(du: impl Fn(usize) -> f32, dst: &mut [f32]) {
-        let gt =
-            |a: f32, b: f32, c: f32, d: f32| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
-        let t: [[f32; 3]; 4] =
-            core::array::from_fn(|j| gt(du(j), du(4 + j), du(8 + j), du(12 + j)));
+    #[inline(always)]
+    fn kernel_adjoint<S: Num>(du: impl Fn(usize) -> S, dst: &mut [S]) {
+        let gt = |a: S, b: S, c: S, d: S| [a + (b + c) * 0.5, (b - c) * 0.5, (b + c) * 0.5 + d];
+        let t: [[S; 3]; 4] = core::array::from_fn(|j| gt(du(j), du(4 + j), du(8 + j), du(12 + j)));
         for i in 0..3 {
             dst[3 * i..][..3].copy_from_slice(&gt(t[0][i], t[1][i], t[2][i], t[3][i]));
         }
@@ -642,12 +644,12 @@ const TWENTY_FOURTH: f32 = 1.0 / 24.0;
 
 /// `G k`: `G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]`.
 #[inline(always)]
-fn f4_g(k: [f32; 3]) -> [f32; 6] {
+fn f4_g<S: Num>(k: [S; 3]) -> [S; 6] {
     let [a, b, c] = k;
     let s = a + c;
     let t = a * TWENTY_FOURTH + c * SIXTH;
     [
-        0.25 * a,
+        a * 0.25,
         -(s + b) * SIXTH,
         (b - s) * SIXTH,
         t + b * TWELFTH,
@@ -658,11 +660,11 @@ fn f4_g(k: [f32; 3]) -> [f32; 6] {
 
 /// `G^T x` (the adjoint of [`f4_g`]).
 #[inline(always)]
-fn f4_gt(x: [f32; 6]) -> [f32; 3] {
+fn f4_gt<S: Num>(x: [S; 6]) -> [S; 3] {
     let [a, b, c, d, e, f] = x;
     let (s, t) = (b + c, d + e);
     [
-        0.25 * a - s * SIXTH + t * TWENTY_FOURTH,
+        a * 0.25 - s * SIXTH + t * TWENTY_FOURTH,
         (c - b) * SIXTH + (d - e) * TWELFTH,
         (t - s) * SIXTH + f,
     ]
@@ -671,6 +673,66 @@ fn f4_gt(x: [f32; 6]) -> [f32; 3] {
 /// Images an F(4x4, 3x3) transform runs across (one AVX2 vector of f32).
 const LANES: usize = 8;
 type Lanes = [f32; LANES];
+
+/// What the kernel transforms compute with: one `f32`, or [`Vals`] (one value of each of
+/// [`LANES`] kernels, so that the transforms of a row of kernels vectorise). The operations
+/// are the same in the same order either way, so both give the same bits.
+trait Num:
+    Copy
+    + core::ops::Add<Output = Self>
+    + core::ops::Sub<Output = Self>
+    + core::ops::Neg<Output = Self>
+    + core::ops::Mul<f32, Output = Self>
+{
+}
+
+impl Num for f32 {}
+
+/// One value of each of [`LANES`] kernels.
+#[derive(Clone, Copy)]
+struct Vals(Lanes);
+
+impl Vals {
+    /// The `LANES` values from `src[0 .. LANES]`.
+    #[inline(always)]
+    fn load(src: &[f32]) -> Self {
+        Vals(core::array::from_fn(|l| src[l]))
+    }
+}
+
+impl Num for Vals {}
+
+impl core::ops::Add for Vals {
+    type Output = Vals;
+    #[inline(always)]
+    fn add(self, o: Vals) -> Vals {
+        Vals(core::array::from_fn(|l| self.0[l] + o.0[l]))
+    }
+}
+
+impl core::ops::Sub for Vals {
+    type Output = Vals;
+    #[inline(always)]
+    fn sub(self, o: Vals) -> Vals {
+        Vals(core::array::from_fn(|l| self.0[l] - o.0[l]))
+    }
+}
+
+impl core::ops::Neg for Vals {
+    type Output = Vals;
+    #[inline(always)]
+    fn neg(self) -> Vals {
+        Vals(core::array::from_fn(|l| -self.0[l]))
+    }
+}
+
+impl core::ops::Mul<f32> for Vals {
+    type Output = Vals;
+    #[inline(always)]
+    fn mul(self, f: f32) -> Vals {
+        Vals(core::array::from_fn(|l| self.0[l] * f))
+    }
+}
 
 /// Up to [`LANES`] planes (`h x w`, `stride` apart in `src`) interleaved and zero-padded:
 /// `dst[(r * pw + c) * LANES + l]` is plane `l`'s value at row `r - pad_h`, column `c -
@@ -807,15 +869,17 @@ impl Tile for F4 {
     const XI: usize = 36;
     const GROUP: usize = LANES;
 
-    fn kernel_transform(k: &[f32; 9], u: &mut [f32]) {
-        let cols: [[f32; 6]; 3] = core::array::from_fn(|j| f4_g([k[j], k[3 + j], k[6 + j]]));
+    #[inline(always)]
+    fn kernel_transform<S: Num>(k: &[S; 9], u: &mut [S]) {
+        let cols: [[S; 6]; 3] = core::array::from_fn(|j| f4_g([k[j], k[3 + j], k[6 + j]]));
         for i in 0..6 {
             u[6 * i..][..6].copy_from_slice(&f4_g([cols[0][i], cols[1][i], cols[2][i]]));
         }
     }
 
-    fn kernel_adjoint(du: impl Fn(usize) -> f32, dst: &mut [f32]) {
-        let t: [[f32; 3]; 6] =
+    #[inline(always)]
+    fn kernel_adjoint<S: Num>(du: impl Fn(usize) -> S, dst: &mut [S]) {
+        let t: [[S; 3]; 6] =
             core::array::from_fn(|j| f4_gt(core::array::from_fn(|i| du(6 * i + j))));
         for i in 0..3 {
             dst[3 * i..][..3].copy_from_slice(&f4_gt(core::array::from_fn(|j| t[j][i])));
@@ -1060,6 +1124,28 @@ mod avx2 {
         // SAFETY: as the caller guarantees.
         unsafe { W::output_channel(m, p, co, count, bias, out) }
     }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transform_row<W: Tile>(
+        w: &[f32],
+        c_in: usize,
+        flip: bool,
+        r: usize,
+        cols: usize,
+        dst: &mut [f32],
+    ) {
+        transform_row_with::<W>(w, c_in, flip, r, cols, dst)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn adjoint_rows<W: Tile>(
+        parts: &[Vec<f32>],
+        kernels: usize,
+        idx0: usize,
+        dst: &mut [f32],
+    ) {
+        adjoint_rows_with::<W>(parts, kernels, idx0, dst)
+    }
 }
 
 /// `U[o][xi][i]` for the forward (`o` = output channel of `w`), or with `flip` for the input
@@ -1069,26 +1155,121 @@ fn weight_transform<W: Tile>(w: &[f32], c_out: usize, c_in: usize, flip: bool) -
     let (rows, cols) = if flip { (c_in, c_out) } else { (c_out, c_in) };
     let mut u = vec![0.0f32; W::XI * rows * cols];
     for_chunks(&mut u, W::XI * cols, true, |r, dst| {
-        let mut t = [0.0f32; 36];
-        let t = &mut t[..W::XI];
-        for c in 0..cols {
-            let (co, ci) = if flip { (c, r) } else { (r, c) };
-            let g = &w[(co * c_in + ci) * 9..][..9];
-            let mut k = [0.0f32; 9];
-            if flip {
-                for (i, v) in k.iter_mut().enumerate() {
-                    *v = g[8 - i];
-                }
-            } else {
-                k.copy_from_slice(g);
-            }
-            W::kernel_transform(&k, t);
-            for (xi, &v) in t.iter().enumerate() {
-                dst[xi * cols + c] = v;
-            }
-        }
+        transform_row::<W>(w, c_in, flip, r, cols, dst)
     });
     u
+}
+
+/// Row `r` of [`weight_transform`] (`dst`: `[xi][cols]`), [`LANES`] kernels at a time,
+/// compiled with AVX2 where the CPU has it.
+fn transform_row<W: Tile>(
+    w: &[f32],
+    c_in: usize,
+    flip: bool,
+    r: usize,
+    cols: usize,
+    dst: &mut [f32],
+) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked above).
+        return unsafe { avx2::transform_row::<W>(w, c_in, flip, r, cols, dst) };
+    }
+    transform_row_with::<W>(w, c_in, flip, r, cols, dst)
+}
+
+#[inline(always)]
+fn transform_row_with<W: Tile>(
+    w: &[f32],
+    c_in: usize,
+    flip: bool,
+    r: usize,
+    cols: usize,
+    dst: &mut [f32],
+) {
+    let kernel = |c: usize| -> [f32; 9] {
+        let (co, ci) = if flip { (c, r) } else { (r, c) };
+        let g = &w[(co * c_in + ci) * 9..][..9];
+        if flip {
+            core::array::from_fn(|i| g[8 - i])
+        } else {
+            core::array::from_fn(|i| g[i])
+        }
+    };
+    let mut c = 0;
+    while c + LANES <= cols {
+        let ks: [[f32; 9]; LANES] = core::array::from_fn(|l| kernel(c + l));
+        let k: [Vals; 9] = core::array::from_fn(|e| Vals(core::array::from_fn(|l| ks[l][e])));
+        let mut t = [Vals([0.0; LANES]); 36];
+        let t = &mut t[..W::XI];
+        W::kernel_transform(&k, t);
+        for (xi, v) in t.iter().enumerate() {
+            dst[xi * cols + c..][..LANES].copy_from_slice(&v.0);
+        }
+        c += LANES;
+    }
+    let mut t = [0.0f32; 36];
+    let t = &mut t[..W::XI];
+    for c in c..cols {
+        W::kernel_transform(&kernel(c), t);
+        for (xi, &v) in t.iter().enumerate() {
+            dst[xi * cols + c] = v;
+        }
+    }
+}
+
+/// Kernels per parallel chunk of [`kernel_adjoints`].
+const ADJOINT_CHUNK: usize = 256;
+
+/// `dw[idx] = G^T dU[idx] G` for every kernel `idx` (`c_out * c_in` of them), where
+/// `dU[xi][idx]` is the sum of `parts` in their order; [`LANES`] kernels at a time, chunks
+/// in parallel.
+fn kernel_adjoints<W: Tile>(parts: &[Vec<f32>], kernels: usize) -> Vec<f32> {
+    let mut dw = vec![0.0f32; kernels * 9];
+    for_chunks(&mut dw, ADJOINT_CHUNK * 9, true, |chunk, dst| {
+        let idx0 = chunk * ADJOINT_CHUNK;
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked above).
+            return unsafe { avx2::adjoint_rows::<W>(parts, kernels, idx0, dst) };
+        }
+        adjoint_rows_with::<W>(parts, kernels, idx0, dst)
+    });
+    dw
+}
+
+/// Kernels `idx0 ..` of [`kernel_adjoints`] into `dst` (`[idx - idx0][9]`).
+#[inline(always)]
+fn adjoint_rows_with<W: Tile>(parts: &[Vec<f32>], kernels: usize, idx0: usize, dst: &mut [f32]) {
+    let count = dst.len() / 9;
+    let mut j = 0;
+    while j + LANES <= count {
+        let at = idx0 + j;
+        let du = |xi: usize| {
+            let mut parts = parts.iter();
+            let first = parts
+                .next()
+                .map_or(Vals([0.0; LANES]), |p| Vals::load(&p[xi * kernels + at..]));
+            parts.fold(first, |acc, p| acc + Vals::load(&p[xi * kernels + at..]))
+        };
+        let mut out = [Vals([0.0; LANES]); 9];
+        W::kernel_adjoint(du, &mut out);
+        for l in 0..LANES {
+            for (e, v) in out.iter().enumerate() {
+                dst[(j + l) * 9 + e] = v.0[l];
+            }
+        }
+        j += LANES;
+    }
+    for j in j..count {
+        let at = idx0 + j;
+        let du = |xi: usize| {
+            let mut parts = parts.iter();
+            let first = parts.next().map_or(0.0, |p| p[xi * kernels + at]);
+            parts.fold(first, |acc, p| acc + p[xi * kernels + at])
+        };
+        W::kernel_adjoint(du, &mut dst[j * 9..][..9]);
+    }
 }
 
 /// Runs `f(index, chunk)` over `data.chunks_mut(size)`, in parallel when asked.
@@ -1326,13 +1507,12 @@ fn weight_grad_with<W: Tile>(x: &[f32], g: &[f32], geo: &Geometry) -> Vec<f32> {
                     // at transform xi); rhs = V^T is cols x c_in read from V (element (t, ci)
                     // at ci * XI * cols + xi * cols + t); dst is c_out x c_in (row stride c_in).
                     unsafe {
-                        super::conv_native::matmul::<f32>(
+                        super::conv_native::matmul_nt::<f32>(
                             (c_out, c_in, cols),
                             dst.as_mut_ptr(),
                             c_in,
-                            (dm.as_ptr().add(xi * cols), 1, xn * cols),
-                            (v.as_ptr().add(xi * cols), xn * cols, 1),
-                            false,
+                            (dm.as_ptr().add(xi * cols), xn * cols),
+                            (v.as_ptr().add(xi * cols), xn * cols),
                             !first,
                         );
                     }
@@ -1356,19 +1536,8 @@ fn weight_grad_with<W: Tile>(x: &[f32], g: &[f32], geo: &Geometry) -> Vec<f32> {
     };
     #[cfg(not(feature = "rayon"))]
     let partials: Vec<Vec<f32>> = (0..blocks).map(|b| accumulate(b, false)).collect();
-    let mut parts = partials.into_iter();
-    let mut du = parts.next().unwrap_or_else(|| vec![0.0; len]);
-    for part in parts {
-        for (a, b) in du.iter_mut().zip(part) {
-            *a += b;
-        }
-    }
-    // dw[co, ci] = G^T dU G.
-    let mut dw = vec![0.0f32; c_out * c_in * 9];
-    for (idx, dst) in dw.chunks_mut(9).enumerate() {
-        W::kernel_adjoint(|xi| du[xi * c_out * c_in + idx], dst);
-    }
-    dw
+    // dw[co, ci] = G^T dU G, dU the sum of the partials in block order.
+    kernel_adjoints::<W>(&partials, c_out * c_in)
 }
 
 #[cfg(test)]
@@ -1385,6 +1554,54 @@ mod tests {
                 (s % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
+    }
+
+    /// The transforms of whole rows of kernels, [`LANES`] at a time, give the same bits as
+    /// one kernel at a time, for both tile sizes, flipped or not, with channel counts that
+    /// leave a partial group of lanes; likewise the adjoint, summing two partials.
+    #[test]
+    fn lane_transforms_match_one_kernel_at_a_time() {
+        fn check<W: Tile>() {
+            let (c_out, c_in) = (11, 19);
+            let w = values(c_out * c_in * 9, 7);
+            for flip in [false, true] {
+                let u = weight_transform::<W>(&w, c_out, c_in, flip);
+                let (rows, cols) = if flip { (c_in, c_out) } else { (c_out, c_in) };
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let (co, ci) = if flip { (c, r) } else { (r, c) };
+                        let g = &w[(co * c_in + ci) * 9..][..9];
+                        let k: [f32; 9] =
+                            core::array::from_fn(|e| if flip { g[8 - e] } else { g[e] });
+                        let mut t = [0.0f32; 36];
+                        W::kernel_transform(&k, &mut t[..W::XI]);
+                        for xi in 0..W::XI {
+                            let got = u[(r * W::XI + xi) * cols + c];
+                            assert_eq!(
+                                got.to_bits(),
+                                t[xi].to_bits(),
+                                "flip {flip} ({r}, {c}) {xi}"
+                            );
+                        }
+                    }
+                }
+            }
+            let kernels = c_out * c_in;
+            let parts = [values(W::XI * kernels, 8), values(W::XI * kernels, 9)];
+            let dw = kernel_adjoints::<W>(&parts, kernels);
+            for idx in 0..kernels {
+                let mut want = [0.0f32; 9];
+                W::kernel_adjoint(
+                    |xi| parts[0][xi * kernels + idx] + parts[1][xi * kernels + idx],
+                    &mut want,
+                );
+                for e in 0..9 {
+                    assert_eq!(dw[idx * 9 + e].to_bits(), want[e].to_bits(), "kernel {idx}");
+                }
+            }
+        }
+        check::<F2>();
+        check::<F4>();
     }
 
     fn geometry(
