@@ -135,7 +135,11 @@ const PLANE_MIN_TILES: usize = 64;
 
 /// Fewest tiles of 2x2 / of 4x4 for a weight gradient, whose Winograd-domain sums
 /// (`t^2` values per kernel against 9) cost more than im2col's when the batch is small.
-const GRAD_MIN_TILES_TWO: usize = 256;
+/// 2x2 tiles against im2col since the kernel adjoints run 8 at a time (2 threads, median
+/// of 5, ms): 512 channels at 4x4, 8 / 16 / 32 / 64 / 128 tiles: 2.0 / 2.4 / 2.8 / 4.0 /
+/// 6.5 against 0.8 / 1.5 / 2.9 / 5.7 / 7.7; 256 at 8x8, 64 / 128 tiles: 1.0 / 1.7 against
+/// 1.5 / 1.7; 128 at 16x16, 64 tiles: 0.37 against 0.43.
+const GRAD_MIN_TILES_TWO: usize = 64;
 const GRAD_MIN_TILES_FOUR: usize = 128;
 
 /// The tile size for one pass, from per-pass timings of both sizes and im2col (2 threads,
@@ -1786,14 +1790,16 @@ mod tests {
         assert_eq!(tile(16, 4), Some(TileSize::Two));
         assert_eq!(tile(8, 4), None);
         // Weight gradient: 4x4 tiles on planes at least 8 wide with 128 of them, else 2x2
-        // tiles with 256, else im2col.
+        // tiles with 64, else im2col.
         let grad = |n: usize, hw: usize| weight_grad_tile(&geo(n, hw));
         assert_eq!(grad(2, 32), Some(TileSize::Four));
         assert_eq!(grad(32, 8), Some(TileSize::Four));
         assert_eq!(grad(16, 8), Some(TileSize::Two));
-        assert_eq!(grad(8, 8), None);
-        assert_eq!(grad(64, 4), Some(TileSize::Two));
-        assert_eq!(grad(32, 4), None);
+        assert_eq!(grad(4, 8), Some(TileSize::Two));
+        assert_eq!(grad(3, 8), None);
+        assert_eq!(grad(32, 4), Some(TileSize::Two));
+        assert_eq!(grad(16, 4), Some(TileSize::Two));
+        assert_eq!(grad(8, 4), None);
     }
 
     /// Not a check: a measurement, run by hand, behind the tile-size rules of [`choose`]
