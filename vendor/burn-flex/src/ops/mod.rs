@@ -100,6 +100,7 @@ pub mod conv;
 pub mod conv_transpose;
 mod batch_norm; // robustness patch
 mod conv_native; // robustness patch
+mod conv_trace; // robustness patch
 mod conv_weight_grad;
 mod conv_winograd; // robustness patch
 pub mod cumulative;

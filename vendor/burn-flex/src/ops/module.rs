@@ -87,21 +87,25 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
-        // robustness patch: im2col + GEMM on NCHW, per image or per block of images
-        // (conv_native.rs); f16 / bf16 keep Flex's path.
-        match x.dtype() {
-            DType::F32 => return conv_native::conv2d_forward::<f32>(x, weight, bias, &options),
-            DType::F64 => return conv_native::conv2d_forward::<f64>(x, weight, bias, &options),
-            _ => {}
-        }
-        match x.dtype() {
-            DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
-            DType::F64 => conv::conv2d_f64(x, weight, bias, &options),
-            DType::F16 => conv::conv2d_f16(x, weight, bias, &options),
-            DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
-            dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
-        }
+        let what =
+            super::conv_trace::describe(x.layout().shape(), weight.layout().shape(), &options);
+        super::conv_trace::timed("forward", what, || {
+            let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
+            // robustness patch: im2col + GEMM on NCHW, per image or per block of images
+            // (conv_native.rs); f16 / bf16 keep Flex's path.
+            match x.dtype() {
+                DType::F32 => return conv_native::conv2d_forward::<f32>(x, weight, bias, &options),
+                DType::F64 => return conv_native::conv2d_forward::<f64>(x, weight, bias, &options),
+                _ => {}
+            }
+            match x.dtype() {
+                DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
+                DType::F64 => conv::conv2d_f64(x, weight, bias, &options),
+                DType::F16 => conv::conv2d_f16(x, weight, bias, &options),
+                DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
+                dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
+            }
+        })
     }
 
     // robustness patch: fused batch normalization (no batch/channel transpose copies).
@@ -220,20 +224,26 @@ impl ModuleOps<Flex> for Flex {
         output_grad: FloatTensor<Flex>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        let x_shape = x.layout().shape().clone();
-        match x.dtype() {
-            DType::F32 => {
-                conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options)
+        let what =
+            super::conv_trace::describe(x.layout().shape(), weight.layout().shape(), &options);
+        super::conv_trace::timed("input-gradient", what, || {
+            let x_shape = x.layout().shape().clone();
+            match x.dtype() {
+                DType::F32 => {
+                    conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options)
+                }
+                DType::F64 => {
+                    conv_native::conv2d_x_grad::<f64>(&x_shape, weight, output_grad, &options)
+                }
+                dtype => {
+                    let [weight, output_grad] =
+                        [weight, output_grad].map(|t| half_to_f32(t, dtype));
+                    let dx =
+                        conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options);
+                    f32_to_half(dx, dtype)
+                }
             }
-            DType::F64 => {
-                conv_native::conv2d_x_grad::<f64>(&x_shape, weight, output_grad, &options)
-            }
-            dtype => {
-                let [weight, output_grad] = [weight, output_grad].map(|t| half_to_f32(t, dtype));
-                let dx = conv_native::conv2d_x_grad::<f32>(&x_shape, weight, output_grad, &options);
-                f32_to_half(dx, dtype)
-            }
-        }
+        })
     }
 
     // robustness patch: a native weight gradient instead of Burn's default (a convolution of
@@ -244,36 +254,46 @@ impl ModuleOps<Flex> for Flex {
         output_grad: FloatTensor<Flex>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        let weight_shape = weight.layout().shape().clone();
-        match x.dtype() {
-            DType::F32 => {
-                conv_weight_grad::conv2d_weight_grad::<f32>(x, &weight_shape, output_grad, &options)
-            }
-            DType::F64 => {
-                conv_weight_grad::conv2d_weight_grad::<f64>(x, &weight_shape, output_grad, &options)
-            }
-            DType::F16 => {
-                use burn_std::f16;
-                let grad = conv_weight_grad::conv2d_weight_grad::<f32>(
-                    cast_to_f32(x, f16::to_f32),
+        let what =
+            super::conv_trace::describe(x.layout().shape(), weight.layout().shape(), &options);
+        super::conv_trace::timed("weight-gradient", what, || {
+            let weight_shape = weight.layout().shape().clone();
+            match x.dtype() {
+                DType::F32 => conv_weight_grad::conv2d_weight_grad::<f32>(
+                    x,
                     &weight_shape,
-                    cast_to_f32(output_grad, f16::to_f32),
+                    output_grad,
                     &options,
-                );
-                cast_from_f32(grad, f16::from_f32)
-            }
-            DType::BF16 => {
-                use burn_std::bf16;
-                let grad = conv_weight_grad::conv2d_weight_grad::<f32>(
-                    cast_to_f32(x, bf16::to_f32),
+                ),
+                DType::F64 => conv_weight_grad::conv2d_weight_grad::<f64>(
+                    x,
                     &weight_shape,
-                    cast_to_f32(output_grad, bf16::to_f32),
+                    output_grad,
                     &options,
-                );
-                cast_from_f32(grad, bf16::from_f32)
+                ),
+                DType::F16 => {
+                    use burn_std::f16;
+                    let grad = conv_weight_grad::conv2d_weight_grad::<f32>(
+                        cast_to_f32(x, f16::to_f32),
+                        &weight_shape,
+                        cast_to_f32(output_grad, f16::to_f32),
+                        &options,
+                    );
+                    cast_from_f32(grad, f16::from_f32)
+                }
+                DType::BF16 => {
+                    use burn_std::bf16;
+                    let grad = conv_weight_grad::conv2d_weight_grad::<f32>(
+                        cast_to_f32(x, bf16::to_f32),
+                        &weight_shape,
+                        cast_to_f32(output_grad, bf16::to_f32),
+                        &options,
+                    );
+                    cast_from_f32(grad, bf16::from_f32)
+                }
+                dtype => panic!("conv2d_weight_backward: unsupported dtype {:?}", dtype),
             }
-            dtype => panic!("conv2d_weight_backward: unsupported dtype {:?}", dtype),
-        }
+        })
     }
 
     fn deform_conv2d(
