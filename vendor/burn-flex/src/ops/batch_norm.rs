@@ -8,7 +8,6 @@
 //! the thread count), and the output and the input gradient are each one fused pass whose
 //! per-channel coefficients are worked out in f64.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_std::{Bytes, Shape};
@@ -198,7 +197,8 @@ fn normalize<T: NormElement>(
             (T::narrow(mean[c]), T::narrow(scale), T::narrow(beta[c]))
         })
         .collect();
-    let mut out = vec![T::narrow(0.0); x_data.len()];
+    // Every plane is written by `per_plane`.
+    let mut out = super::conv_native::output_vec::<T>(x_data.len());
     per_plane(dims, &mut out, |c, n, plane| {
         let (m, a, b) = coefficients[c];
         for (o, &v) in plane.iter_mut().zip(dims.plane(x_data, n, c)) {
@@ -347,7 +347,7 @@ pub(crate) fn batch_norm_train_backward<T: NormElement>(
             (T::narrow(k), T::narrow(p), T::narrow(q), T::narrow(mean[c]))
         })
         .collect();
-    let mut x_grad = vec![T::narrow(0.0); x_data.len()];
+    let mut x_grad = super::conv_native::output_vec::<T>(x_data.len());
     per_plane(dims, &mut x_grad, |c, n, plane| {
         let (k, p, q, m) = coefficients[c];
         let gp = dims.plane(g_data, n, c);

@@ -349,6 +349,27 @@ pub(crate) fn with_scratch<T: GradElement, R>(len: usize, f: impl FnOnce(&mut [T
     result
 }
 
+/// An output buffer of `len` values that the caller writes completely before reading any
+/// (robustness patch). `vec![0.0; len]` zero-fills on the calling thread, which is the one
+/// thread not running the parallel kernel that follows: in a ResNet-18 train step on 2
+/// cores those fills were a third of the time the main thread worked alone. Kernels that
+/// accumulate into their output zero their own part of it inside their parallel loop.
+/// Flex does the same for its mask outputs (`mask.rs::uninit_vec`). In this crate's test
+/// builds the buffer is filled with NaN bit patterns, so a kernel that leaves a value
+/// unwritten fails its test.
+pub(crate) fn output_vec<T: bytemuck::Pod>(len: usize) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    // SAFETY: T is Pod (every bit pattern is a value, no drop glue); callers write every
+    // element before reading it.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len);
+    }
+    #[cfg(test)]
+    bytemuck::cast_slice_mut::<T, u8>(&mut v).fill(0xff);
+    v
+}
+
 #[cfg(feature = "std")]
 std::thread_local! {
     static SCRATCH: core::cell::Cell<Vec<u64>> = const { core::cell::Cell::new(Vec::new()) };
@@ -440,7 +461,8 @@ pub(crate) fn conv2d_forward<T: GradElement>(
         k * ipb * spatial
     };
     let tmp_len = if ipb > 1 { m * ipb * spatial } else { 0 };
-    let mut out = vec![T::ZERO; geo.batch * per_image];
+    // Every value is written below: by the product, or copied from `tmp`.
+    let mut out = output_vec::<T>(geo.batch * per_image);
 
     for_each_block(
         &mut out,
@@ -565,7 +587,7 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
         k * ipb * spatial
     };
     let gather_len = if ipb > 1 { m * ipb * spatial } else { 0 };
-    let mut dx = vec![T::ZERO; geo.batch * per_image];
+    let mut dx = output_vec::<T>(geo.batch * per_image);
 
     for_each_block(
         &mut dx,
@@ -575,6 +597,10 @@ pub(crate) fn conv2d_x_grad<T: GradElement>(
         dcols_len + gather_len,
         |n0, count, dx_blk, scratch, parallel| {
             let ncols = count * spatial;
+            // col2im adds into the block; the 1x1 product writes it whole.
+            if !(pointwise && count == 1) {
+                dx_blk.fill(T::ZERO);
+            }
             let (dcols, gathered) = scratch.split_at_mut(dcols_len);
             for group in 0..geo.groups {
                 let lhs = &w_data[group * m * k..][..m * k];

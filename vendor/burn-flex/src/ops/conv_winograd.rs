@@ -35,7 +35,6 @@
 //! The results differ from the direct convolution's by rounding only (tests compare against
 //! the definition).
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::conv_weight_grad::Geometry;
@@ -1157,7 +1156,7 @@ mod avx2 {
 /// is written contiguously (`XI` streams), rows in parallel.
 fn weight_transform<W: Tile>(w: &[f32], c_out: usize, c_in: usize, flip: bool) -> Vec<f32> {
     let (rows, cols) = if flip { (c_in, c_out) } else { (c_out, c_in) };
-    let mut u = vec![0.0f32; W::XI * rows * cols];
+    let mut u = super::conv_native::output_vec::<f32>(W::XI * rows * cols);
     for_chunks(&mut u, W::XI * cols, true, |r, dst| {
         transform_row::<W>(w, c_in, flip, r, cols, dst)
     });
@@ -1229,7 +1228,7 @@ const ADJOINT_CHUNK: usize = 256;
 /// `dU[xi][idx]` is the sum of `parts` in their order; [`LANES`] kernels at a time, chunks
 /// in parallel.
 fn kernel_adjoints<W: Tile>(parts: &[Vec<f32>], kernels: usize) -> Vec<f32> {
-    let mut dw = vec![0.0f32; kernels * 9];
+    let mut dw = super::conv_native::output_vec::<f32>(kernels * 9);
     for_chunks(&mut dw, ADJOINT_CHUNK * 9, true, |chunk, dst| {
         let idx0 = chunk * ADJOINT_CHUNK;
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -1380,7 +1379,8 @@ fn convolve<W: Tile>(x: &[f32], u: &[f32], bias: Option<&[f32]>, p: &Problem) ->
     let tiles = p.tiles();
     let ipb = p.images_per_block();
     let per_image = p.c_out * p.out_plane();
-    let mut out = vec![0.0f32; p.batch * per_image];
+    // Every output tile is written whole (`output_channel`).
+    let mut out = super::conv_native::output_vec::<f32>(p.batch * per_image);
     let scratch_len = block_scratch_len::<W>(p, ipb * tiles);
     super::conv_native::for_each_block(
         &mut out,
@@ -1485,7 +1485,9 @@ fn weight_grad_with<W: Tile>(x: &[f32], g: &[f32], geo: &Geometry) -> Vec<f32> {
     let len = xn * c_out * c_in;
     // Sum over the images of one block of `dM . V^T`, in the Winograd domain.
     let accumulate = |block: usize, parallel: bool| -> Vec<f32> {
-        let mut acc = vec![0.0f32; len];
+        // The block's first product overwrites `acc`, later ones add to it; a block
+        // without images (more blocks than steps) contributes zeros.
+        let mut acc = super::conv_native::output_vec::<f32>(len);
         let (v_len, dm_len) = (xn * c_in * ipb * tiles, xn * c_out * ipb * tiles);
         let cs_len = channel_scratch_total::<W>(&p);
         super::conv_native::with_scratch(v_len + dm_len + cs_len, |scratch: &mut [f32]| {
@@ -1522,6 +1524,9 @@ fn weight_grad_with<W: Tile>(x: &[f32], g: &[f32], geo: &Geometry) -> Vec<f32> {
                     }
                 });
                 n0 += count;
+            }
+            if start == end {
+                acc.fill(0.0);
             }
         });
         acc

@@ -103,6 +103,7 @@ mod conv_native; // robustness patch
 mod conv_trace; // robustness patch
 mod conv_weight_grad;
 mod conv_winograd; // robustness patch
+mod par_map; // robustness patch
 pub mod cumulative;
 pub mod deform_conv;
 pub mod expand;
