@@ -4,7 +4,8 @@
 use crate::error::Result;
 use crate::models::{Arch, Classifier, ModelSpec, cross_entropy};
 use crate::tensors;
-use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
+use crate::train::sgd::{FusedSgd, Momentum};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -70,12 +71,11 @@ pub fn train_step(
     let device = device.clone().autodiff();
     device.seed(0);
     let mut model = Classifier::new(spec, &device);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init();
+    let momentum = Momentum {
+        momentum: 0.9,
+        dampening: 0.0,
+    };
+    let mut optim = FusedSgd::new(Some(momentum), Some(5e-4)).init();
     let (shape, images, labels) = random_batch(spec, batch);
     let mut samples = Vec::with_capacity(iters);
     for i in 0..warmup + iters {

@@ -5,15 +5,14 @@ pub mod checkpoint;
 pub mod metrics;
 mod parallel;
 pub mod schedule;
+pub mod sgd;
 
 use crate::attack::{self, AttackConfig, AttackKind};
 use crate::data::{Augmentation, Dataset, DatasetKind, Split, loader};
 use crate::error::{Error, Result};
 use crate::eval;
 use crate::models::{Arch, Classifier, ModelSpec};
-use burn::optim::{
-    AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
-};
+use burn::optim::{AdamConfig, ModuleOptimizer, decay::WeightDecayConfig};
 use burn::prelude::*;
 use checkpoint::CheckpointMeta;
 use metrics::EpochMetrics;
@@ -21,6 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use schedule::{LrPolicy, Schedule};
 use serde::{Deserialize, Serialize};
+use sgd::{FusedSgd, Momentum};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -184,15 +184,16 @@ impl TrainConfig {
         let decay =
             (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
         match self.optimizer {
-            // Burn's momentum defaults to dampening 0.1; PyTorch's (the reference) is 0.
-            OptimizerKind::Sgd => SgdConfig::new()
-                .with_momentum((self.momentum > 0.0).then(|| {
-                    MomentumConfig::new()
-                        .with_momentum(self.momentum)
-                        .with_dampening(0.0)
-                }))
-                .with_weight_decay(decay)
-                .init(),
+            // Burn's Sgd, fused (same bits, `sgd.rs`). Burn's momentum defaults to dampening
+            // 0.1; PyTorch's (the reference) is 0.
+            OptimizerKind::Sgd => FusedSgd::new(
+                (self.momentum > 0.0).then_some(Momentum {
+                    momentum: self.momentum,
+                    dampening: 0.0,
+                }),
+                (self.weight_decay > 0.0).then_some(self.weight_decay as f32),
+            )
+            .init(),
             OptimizerKind::Adam => AdamConfig::new()
                 .with_beta_1(self.momentum as f32)
                 .with_weight_decay(decay)

@@ -122,6 +122,7 @@ pub mod pool;
 mod qtensor;
 pub mod reduce;
 pub mod repeat_dim;
+pub mod sgd; // robustness patch
 pub mod slice;
 pub mod sort;
 mod transaction;

@@ -28,6 +28,13 @@ fn parallel(n: usize) -> bool {
     n >= MIN_PARALLEL && rayon::current_num_threads() > 1
 }
 
+/// The chunk length to split `n` values over the pool with, or `None` when they stay on the
+/// calling thread.
+#[cfg(feature = "rayon")]
+pub(crate) fn parallel_chunk_len(n: usize) -> Option<usize> {
+    parallel(n).then(|| chunk_len(n))
+}
+
 /// `f(chunk)` over consecutive chunks of `data`.
 pub(crate) fn for_chunks_mut<E: Send>(data: &mut [E], f: impl Fn(&mut [E]) + Sync + Send) {
     #[cfg(feature = "rayon")]
