@@ -141,6 +141,37 @@ const PLANE_MIN_TILES: usize = 64;
 const GRAD_MIN_TILES_TWO: usize = 64;
 const GRAD_MIN_TILES_FOUR: usize = 128;
 
+/// Fewest 4x4 tiles for a weight gradient on planes narrower than 8 on Intel CPUs (see
+/// [`intel_cpu`]): on a 2-core Xeon (AVX-512, 2 MiB L2 per core) ResNet-18's 512-channel 4x4
+/// stage at batch 32 (32 tiles) took 5.8-6.0 ms per weight gradient with 4x4 tiles against
+/// 7.2-7.4 ms with 2x2 tiles.
+const GRAD_MIN_TILES_FOUR_INTEL: usize = 32;
+
+/// Whether this is an Intel CPU, whose tile-size rules differ (read once). The rules of
+/// [`choose`] were measured on an AMD EPYC; on a 2-core Intel Xeon (2026-12-06) 4x4 tiles
+/// also won where they lost there: forward and input gradient on ResNet-18's 32-wide planes
+/// at 64 channels (6.3-6.9 against 7.4-7.7 ms per pass, batch 32) and the weight gradient of
+/// its 4x4 planes ([`GRAD_MIN_TILES_FOUR_INTEL`]). The choice depends on the machine and the
+/// shapes only, never on the thread count, so results stay the same bits on any number of
+/// threads (and the same on one machine from run to run).
+fn intel_cpu() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *INTEL.get_or_init(|| {
+            // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+            #[allow(unused_unsafe)]
+            let id = unsafe { core::arch::x86_64::__cpuid(0) };
+            // The vendor string "GenuineIntel" in EBX, EDX, ECX.
+            id.ebx == u32::from_le_bytes(*b"Genu")
+                && id.edx == u32::from_le_bytes(*b"ineI")
+                && id.ecx == u32::from_le_bytes(*b"ntel")
+        })
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    false
+}
+
 /// The tile size for one pass, from per-pass timings of both sizes and im2col (2 threads,
 /// AVX-512 GEMMs, AMD EPYC; ResNet-18's stages at batch 2-128, `vendor/README.md`):
 ///
@@ -153,6 +184,10 @@ const GRAD_MIN_TILES_FOUR: usize = 128;
 /// - weight gradient: 4x4 tiles on planes at least 8 wide with [`GRAD_MIN_TILES_FOUR`]
 ///   tiles, else 2x2 tiles with [`GRAD_MIN_TILES_TWO`], else im2col.
 ///
+/// On Intel CPUs ([`intel_cpu`]) 4x4 tiles also run the forward and input gradient on
+/// planes wider than 16, and the weight gradient on planes narrower than 8 with
+/// [`GRAD_MIN_TILES_FOUR_INTEL`] tiles.
+///
 /// `ROBUSTNESS_WINOGRAD_TILE` forces one size wherever either would run.
 fn choose(geo: &Geometry, planes: Option<(usize, usize)>) -> Option<TileSize> {
     let forced = match env_override() {
@@ -163,26 +198,33 @@ fn choose(geo: &Geometry, planes: Option<(usize, usize)>) -> Option<TileSize> {
     if !applies(geo) {
         return None;
     }
+    let chosen = rule(geo, planes, intel_cpu())?;
+    Some(forced.unwrap_or(chosen))
+}
+
+/// The tile-size rules of [`choose`] for a geometry where Winograd applies, on an Intel CPU
+/// or not.
+fn rule(geo: &Geometry, planes: Option<(usize, usize)>, intel: bool) -> Option<TileSize> {
     let (h, w) = planes.unwrap_or((geo.out_h, geo.out_w));
     let tiles = |m: usize| geo.batch * h.div_ceil(m) * w.div_ceil(m);
     let (four, two) = match planes {
         Some(_) => (
-            (8..=16).contains(&w) && tiles(4) >= PLANE_MIN_TILES,
+            ((8..=16).contains(&w) || (intel && w > 16)) && tiles(4) >= PLANE_MIN_TILES,
             tiles(2) >= PLANE_MIN_TILES,
         ),
         None => (
-            w >= 8 && tiles(4) >= GRAD_MIN_TILES_FOUR,
+            (w >= 8 && tiles(4) >= GRAD_MIN_TILES_FOUR)
+                || (intel && w < 8 && tiles(4) >= GRAD_MIN_TILES_FOUR_INTEL),
             tiles(2) >= GRAD_MIN_TILES_TWO,
         ),
     };
-    let chosen = if four {
-        TileSize::Four
+    if four {
+        Some(TileSize::Four)
     } else if two {
-        TileSize::Two
+        Some(TileSize::Two)
     } else {
-        return None;
-    };
-    Some(forced.unwrap_or(chosen))
+        None
+    }
 }
 
 /// One stride-1 3x3 convolution: `y[n, o, r, c] = sum x[n, i, r + kr - pad_h, c + kc - pad_w]
@@ -1785,7 +1827,7 @@ mod tests {
             let c = 2048 / hw;
             geometry(n, c, hw, hw, c, 1)
         };
-        let tile = |n: usize, hw: usize| plane_tile(&geo(n, hw), hw, hw);
+        let tile = |n: usize, hw: usize| rule(&geo(n, hw), Some((hw, hw)), false);
         assert_eq!(tile(32, 32), Some(TileSize::Two));
         assert_eq!(tile(4, 16), Some(TileSize::Four));
         assert_eq!(tile(16, 8), Some(TileSize::Four));
@@ -1796,13 +1838,28 @@ mod tests {
         assert_eq!(tile(8, 4), None);
         // Weight gradient: 4x4 tiles on planes at least 8 wide with 128 of them, else 2x2
         // tiles with 64, else im2col.
-        let grad = |n: usize, hw: usize| weight_grad_tile(&geo(n, hw));
+        let grad = |n: usize, hw: usize| rule(&geo(n, hw), None, false);
         assert_eq!(grad(2, 32), Some(TileSize::Four));
         assert_eq!(grad(32, 8), Some(TileSize::Four));
         assert_eq!(grad(16, 8), Some(TileSize::Two));
         assert_eq!(grad(4, 8), Some(TileSize::Two));
         assert_eq!(grad(3, 8), None);
         assert_eq!(grad(32, 4), Some(TileSize::Two));
+        assert_eq!(grad(16, 4), Some(TileSize::Two));
+        assert_eq!(grad(8, 4), None);
+        // On Intel CPUs: 4x4 tiles also for the forward and input gradient on planes wider
+        // than 16, and for the weight gradient on planes narrower than 8 with 32 tiles.
+        let tile = |n: usize, hw: usize| rule(&geo(n, hw), Some((hw, hw)), true);
+        assert_eq!(tile(32, 32), Some(TileSize::Four));
+        assert_eq!(tile(1, 32), Some(TileSize::Four));
+        assert_eq!(tile(4, 16), Some(TileSize::Four));
+        assert_eq!(tile(8, 8), Some(TileSize::Two));
+        assert_eq!(tile(128, 4), Some(TileSize::Two));
+        assert_eq!(tile(8, 4), None);
+        let grad = |n: usize, hw: usize| rule(&geo(n, hw), None, true);
+        assert_eq!(grad(2, 32), Some(TileSize::Four));
+        assert_eq!(grad(16, 8), Some(TileSize::Two));
+        assert_eq!(grad(32, 4), Some(TileSize::Four));
         assert_eq!(grad(16, 4), Some(TileSize::Two));
         assert_eq!(grad(8, 4), None);
     }
