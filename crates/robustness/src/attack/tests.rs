@@ -294,16 +294,7 @@ fn restarts_and_use_best_never_lower_the_loss() {
 
 #[test]
 fn attacks_leave_the_model_and_its_batch_norm_statistics_unchanged() {
-    let spec = ModelSpec {
-        arch: Arch::Cnn,
-        channels: 1,
-        height: 8,
-        width: 8,
-        num_classes: 3,
-        mean: vec![0.5],
-        std: vec![0.25],
-        images: true,
-    };
+    let spec = crate::models::tiny_spec(Arch::Cnn);
     let dev = device().autodiff();
     dev.seed(1);
     let model = Classifier::new(&spec, &dev);

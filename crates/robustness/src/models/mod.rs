@@ -84,6 +84,22 @@ impl FromStr for Arch {
     }
 }
 
+/// A one-channel 8x8, three-class spec for unit tests (small enough for every architecture
+/// that takes images).
+#[cfg(test)]
+pub(crate) fn tiny_spec(arch: Arch) -> ModelSpec {
+    ModelSpec {
+        arch,
+        channels: 1,
+        height: 8,
+        width: 8,
+        num_classes: 3,
+        mean: vec![0.5],
+        std: vec![0.25],
+        images: true,
+    }
+}
+
 /// What a model is built for: input shape, classes and normalisation. Stored in checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {

@@ -261,18 +261,7 @@ mod tests {
     use burn::optim::SgdConfig;
     use rand::{Rng, SeedableRng};
 
-    fn spec(arch: Arch) -> ModelSpec {
-        ModelSpec {
-            arch,
-            channels: 1,
-            height: 8,
-            width: 8,
-            num_classes: 3,
-            mean: vec![0.5],
-            std: vec![0.25],
-            images: true,
-        }
-    }
+    use crate::models::tiny_spec as spec;
 
     fn batch(n: usize) -> Batch {
         let mut rng = ChaCha8Rng::seed_from_u64(3);

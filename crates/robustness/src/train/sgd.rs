@@ -188,7 +188,7 @@ impl<const D: usize> RecordState for FusedSgdState<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{Arch, Classifier, ModelSpec, cross_entropy};
+    use crate::models::{Arch, Classifier, cross_entropy};
     use crate::tensors;
     use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
     use burn::optim::{
@@ -260,17 +260,7 @@ mod tests {
     /// A small CNN, seeded once (tests on other threads reseed the shared generator).
     fn template(device: &Device) -> Classifier {
         device.seed(3);
-        let spec = ModelSpec {
-            arch: Arch::Cnn,
-            channels: 1,
-            height: 8,
-            width: 8,
-            num_classes: 3,
-            mean: vec![0.5],
-            std: vec![0.25],
-            images: true,
-        };
-        Classifier::new(&spec, device)
+        Classifier::new(&crate::models::tiny_spec(Arch::Cnn), device)
     }
 
     /// A copy of `template` in buffers of its own (so the optimizer may update them in place).
