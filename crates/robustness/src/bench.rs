@@ -120,7 +120,7 @@ pub fn attack_step(
     use crate::attack::{self, threat};
     let plain = device.clone().without_autodiff();
     plain.seed(0);
-    let model = burn::module::Module::valid(&Classifier::new(spec, &plain));
+    let model = Classifier::new(spec, &plain).for_inference();
     let (shape, images, labels) = random_batch(spec, batch);
     let x0 = tensors::images(images.clone(), shape, &plain);
     let y = tensors::labels(&labels, &plain);

@@ -10,7 +10,6 @@ use super::{AttackConfig, AttackOutput, loss_and_grad};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::tensors;
-use burn::module::Module;
 use burn::prelude::*;
 use rand_chacha::ChaCha8Rng;
 
@@ -66,7 +65,7 @@ pub fn apgd(
             "APGD-DLR is untargeted here; use apgd-ce for targeted attacks".into(),
         ));
     }
-    let model = model.valid();
+    let model = model.for_inference();
     let threat = threat_model_in(
         config.constraint,
         config.eps,

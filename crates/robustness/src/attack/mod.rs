@@ -16,7 +16,6 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::tensors;
-use burn::module::Module;
 use burn::prelude::*;
 use loss::{AttackLoss, LossKind};
 use rand::SeedableRng;
@@ -212,7 +211,7 @@ pub fn pgd(
     rng: &mut ChaCha8Rng,
 ) -> Result<AttackOutput> {
     config.validate()?;
-    let model = model.valid();
+    let model = model.for_inference();
     let threat = threat_model_in(
         config.constraint,
         config.eps,
@@ -451,7 +450,7 @@ pub fn robust_eval_batches(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<RobustCounts> {
     let device = device.clone().without_autodiff();
-    let model = model.valid();
+    let model = model.for_inference();
     let threat = threat_model(config.constraint, config.eps, config.l1_sparsity);
     let n = data.len();
     let batch_size = batch_size.max(1);

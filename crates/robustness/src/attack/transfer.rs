@@ -6,7 +6,6 @@ use crate::data::Dataset;
 use crate::error::Result;
 use crate::models::Classifier;
 use crate::tensors;
-use burn::module::Module;
 use burn::prelude::*;
 use serde::Serialize;
 
@@ -74,8 +73,8 @@ pub fn transfer(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<TransferReport> {
     let device = device.clone().without_autodiff();
-    let source = source.valid();
-    let targets: Vec<Classifier> = targets.iter().map(|t| t.valid()).collect();
+    let source = source.for_inference();
+    let targets: Vec<Classifier> = targets.iter().map(|t| t.for_inference()).collect();
     let n = data.len();
     let batch_size = batch_size.max(1);
     let mut own = Counts::default();

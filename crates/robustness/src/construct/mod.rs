@@ -19,7 +19,6 @@ use crate::data::{Dataset, DatasetKind, SyntheticConfig};
 use crate::error::{Error, Result};
 use crate::models::{Arch, Classifier};
 use crate::tensors;
-use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -613,7 +612,7 @@ pub fn construct(
     }
     progress(done, total);
     let device = device.clone().without_autodiff();
-    let model = model.valid();
+    let model = model.for_inference();
     for i in todo {
         let range = meta.chunk_range(i);
         let chunk = build_chunk(&model, train, &meta, range, &device, |k| {

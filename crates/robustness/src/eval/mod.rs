@@ -4,7 +4,6 @@
 use crate::data::Dataset;
 use crate::models::Classifier;
 use crate::tensors;
-use burn::module::Module;
 use burn::prelude::*;
 use serde::Serialize;
 
@@ -29,7 +28,7 @@ pub fn predict(
     batch_size: usize,
     device: &Device,
 ) -> Vec<usize> {
-    let model = model.valid();
+    let model = model.for_inference();
     let device = device.clone().without_autodiff();
     let n = dataset.len();
     let (c, h, w) = (dataset.channels, dataset.height, dataset.width);
@@ -57,7 +56,7 @@ pub fn logits(
     batch_size: usize,
     device: &Device,
 ) -> Vec<f32> {
-    let model = model.valid();
+    let model = model.for_inference();
     let device = device.clone().without_autodiff();
     let [n, c, h, w] = shape;
     let per = c * h * w;

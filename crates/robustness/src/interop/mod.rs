@@ -481,6 +481,14 @@ pub fn export_checkpoint(dir: &Path, out: &Path, device: &Device) -> Result<Expo
 
 /// [`export_checkpoint`] for a model already in memory.
 pub fn export_model(model: &Classifier, meta: &CheckpointMeta, out: &Path) -> Result<ExportReport> {
+    if model.is_folded() {
+        return Err(Error::Checkpoint {
+            path: out.to_path_buf(),
+            message: "the model's batch norms are folded into its convolutions (an inference \
+                      copy); export the model it was made from"
+                .into(),
+        });
+    }
     let bytes = model_safetensors(model, out)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Checkpoint {
         path: out.to_path_buf(),

@@ -21,6 +21,9 @@ struct ConvBlock {
     bn: BatchNorm,
     pool: MaxPool2d,
     relu: Relu,
+    /// The batch norm lives in `conv` (see [`super::fold_batch_norm`]).
+    #[module(skip)]
+    folded: bool,
 }
 
 impl ConvBlock {
@@ -32,12 +35,21 @@ impl ConvBlock {
             bn: BatchNormConfig::new(cout).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
             relu: Relu::new(),
+            folded: false,
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool
-            .forward(self.relu.forward(self.bn.forward(self.conv.forward(x))))
+        let y = self.conv.forward(x);
+        let y = if self.folded { y } else { self.bn.forward(y) };
+        self.pool.forward(self.relu.forward(y))
+    }
+
+    fn fold(&mut self) {
+        if !self.folded {
+            super::fold_batch_norm(&mut self.conv, &self.bn);
+            self.folded = true;
+        }
     }
 }
 
@@ -86,6 +98,11 @@ impl Cnn {
     /// features: [batch, 256] -> logits [batch, classes].
     pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
         self.head.forward(features)
+    }
+
+    /// Folds every batch norm into its convolution (inference only).
+    pub(crate) fn fold_batch_norm(&mut self) {
+        self.blocks.iter_mut().for_each(ConvBlock::fold);
     }
 
     /// The final linear layer (features -> logits).

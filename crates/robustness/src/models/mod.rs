@@ -146,6 +146,9 @@ enum Network {
 pub struct Classifier {
     normalize: Normalize,
     net: Network,
+    /// Batch norms folded into their convolutions ([`Classifier::for_inference`]).
+    #[module(skip)]
+    folded: bool,
 }
 
 impl Classifier {
@@ -163,6 +166,7 @@ impl Classifier {
         Self {
             normalize: Normalize::new(spec.mean.clone(), spec.std.clone(), spec.images),
             net,
+            folded: false,
         }
     }
 
@@ -187,6 +191,7 @@ impl Classifier {
         Ok(Self {
             normalize: Normalize::new(vec![0.0; c], vec![1.0; c], images),
             net: Network::Ensemble(members),
+            folded: false,
         })
     }
 
@@ -211,6 +216,38 @@ impl Classifier {
             Network::Vgg(m) => select_outputs(m.head_layer_mut(), keep)?,
         }
         Ok(self)
+    }
+
+    /// The model for attacks and evaluation: in inference mode (no autodiff on its parameters;
+    /// batch norm with its running statistics, as `valid()` gives it) and with every batch norm
+    /// folded into the convolution before it, so that a conv + batch norm pair costs one
+    /// convolution with a bias, forward and backward (see [`fold_batch_norm`]). The outputs
+    /// equal those of `valid()` up to float rounding. Not for training or checkpoints
+    /// ([`crate::train::checkpoint::save`] refuses a folded model). Folding an already folded
+    /// model changes nothing.
+    pub fn for_inference(&self) -> Self {
+        let mut model = self.valid();
+        model.fold_batch_norm();
+        model
+    }
+
+    /// Whether the batch norms are folded ([`Classifier::for_inference`]).
+    pub fn is_folded(&self) -> bool {
+        self.folded
+    }
+
+    fn fold_batch_norm(&mut self) {
+        if self.folded {
+            return;
+        }
+        match &mut self.net {
+            Network::Linear(_) | Network::Mlp(_) => {}
+            Network::Cnn(m) => m.fold_batch_norm(),
+            Network::ResNet(m) => m.fold_batch_norm(),
+            Network::Vgg(m) => m.fold_batch_norm(),
+            Network::Ensemble(members) => members.iter_mut().for_each(Self::fold_batch_norm),
+        }
+        self.folded = true;
     }
 
     /// Number of models: 1, or the members of an ensemble.
@@ -264,7 +301,29 @@ impl Classifier {
     }
 }
 
-/// Per-example cross-entropy. logits: [batch, classes], targets: [batch] -> [batch].
+/// Folds an inference-mode batch norm into the convolution right before it: with
+/// `scale = gamma / sqrt(running_var + eps)` per output channel, `bn(conv(x) + b)` equals a
+/// convolution with weights `w * scale` and bias `(b - running_mean) * scale + beta` (b = 0
+/// without a bias), up to float rounding. The batch norm itself is left as it is; the caller
+/// stops applying it.
+fn fold_batch_norm(conv: &mut burn::nn::conv::Conv2d, bn: &burn::nn::BatchNorm) {
+    use burn::module::Param;
+    let mean = bn.running_mean.value();
+    let var = bn.running_var.value();
+    let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
+    let [out_channels, _, _, _] = conv.weight.dims();
+    let weight = conv
+        .weight
+        .val()
+        .mul(scale.clone().reshape([out_channels, 1, 1, 1]));
+    let bias = match &conv.bias {
+        Some(b) => b.val().sub(mean).mul(scale).add(bn.beta.val()),
+        None => mean.neg().mul(scale).add(bn.beta.val()),
+    };
+    conv.weight = Param::from_tensor(weight);
+    conv.bias = Some(Param::from_tensor(bias));
+}
+
 /// Keeps the outputs `keep` of a linear layer stored `[d_input, d_output]` (Burn's default
 /// layout, which every head here uses): the weight columns and bias entries of those outputs.
 fn select_outputs(layer: &mut burn::nn::Linear, keep: &[usize]) -> crate::Result<()> {
@@ -295,6 +354,7 @@ fn select_outputs(layer: &mut burn::nn::Linear, keep: &[usize]) -> crate::Result
     Ok(())
 }
 
+/// Per-example cross-entropy. logits: [batch, classes], targets: [batch] -> [batch].
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [batch, _] = logits.dims();
     let log_probs = burn::tensor::activation::log_softmax(logits, 1);
@@ -337,6 +397,100 @@ mod tests {
                 assert_eq!(model.forward_features(x).dims(), [2, features], "{arch}");
             }
         }
+    }
+
+    /// A model of `arch` after three SGD steps (lr 0.5) in training mode, so that its batch
+    /// norms have moved running statistics and affine parameters.
+    fn trained(arch: Arch, x: &Tensor<4>, y: &Tensor<1, Int>) -> Classifier {
+        use burn::optim::{GradientsParams, SgdConfig};
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        let mut model = Classifier::new(&tiny_spec(arch), &device);
+        let mut sgd = SgdConfig::new().init();
+        let (x, y) = (x.clone().autodiff(), y.clone().autodiff());
+        for _ in 0..3 {
+            let loss = cross_entropy(model.forward(x.clone()), y.clone()).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = sgd.step(0.5, model, grads);
+        }
+        model
+    }
+
+    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs() / scale))
+    }
+
+    #[test]
+    fn folding_batch_norm_keeps_logits_features_and_input_gradients() {
+        use crate::attack::loss::LossKind;
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                (0..6 * 64).map(|i| ((i * 29) % 97) as f32 / 96.0).collect(),
+                [6, 1, 8, 8],
+            ),
+            &device,
+        );
+        let y = crate::tensors::labels(&[0, 1, 2, 0, 1, 2], &device);
+        for arch in [Arch::Cnn, Arch::Resnet18, Arch::Resnet50, Arch::Vgg11] {
+            let model = trained(arch, &x, &y);
+            let plain = model.valid();
+            let folded = model.for_inference();
+            assert!(folded.is_folded() && !plain.is_folded() && !model.is_folded());
+            let logits = crate::tensors::to_vec(plain.forward(x.clone()));
+            let got = crate::tensors::to_vec(folded.forward(x.clone()));
+            // Leaving out the batch norms altogether (no folding) would be far off: the
+            // trained statistics are not the identity.
+            assert!(max_rel_diff(&logits, &got) < 1e-4, "{arch} logits");
+            let features = crate::tensors::to_vec(plain.forward_features(x.clone()));
+            let got = crate::tensors::to_vec(folded.forward_features(x.clone()));
+            assert!(max_rel_diff(&features, &got) < 1e-4, "{arch} features");
+            let ce = LossKind::CrossEntropy;
+            let (_, g_plain) = crate::attack::loss_and_grad(&plain, &ce, &x, &y, 1.0);
+            let (_, g_folded) = crate::attack::loss_and_grad(&folded, &ce, &x, &y, 1.0);
+            let (a, b) = (
+                crate::tensors::to_vec(g_plain),
+                crate::tensors::to_vec(g_folded),
+            );
+            assert!(max_rel_diff(&a, &b) < 1e-3, "{arch} input gradient");
+            // Folding twice is folding once.
+            assert_eq!(
+                crate::tensors::to_vec(folded.for_inference().forward(x.clone())),
+                crate::tensors::to_vec(folded.forward(x.clone())),
+                "{arch}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_folded_model_is_neither_saved_nor_exported() {
+        let device = Device::flex();
+        let spec = tiny_spec(Arch::Cnn);
+        let folded = Classifier::new(&spec, &device).for_inference();
+        let meta = crate::train::checkpoint::CheckpointMeta {
+            version: "test".into(),
+            spec: spec.clone(),
+            dataset: "test".into(),
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            epoch: 0,
+            seed: 0,
+            metrics: None,
+            imported_from: None,
+            restricted_from: None,
+        };
+        let dir = std::env::temp_dir().join(format!("robustness-fold-{}", std::process::id()));
+        let err = crate::train::checkpoint::save(&dir.join("ckpt"), &folded, &meta, None)
+            .expect_err("a folded model must not be saved");
+        assert!(err.to_string().contains("folded"), "{err}");
+        assert!(!dir.join("ckpt").exists());
+        let err = crate::interop::export_model(&folded, &meta, &dir.join("m.safetensors"))
+            .expect_err("a folded model must not be exported");
+        assert!(err.to_string().contains("folded"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

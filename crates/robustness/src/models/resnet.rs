@@ -25,6 +25,13 @@ struct Shortcut {
     bn: BatchNorm,
 }
 
+impl Shortcut {
+    fn forward(&self, x: Tensor<4>, folded: bool) -> Tensor<4> {
+        let y = self.conv.forward(x);
+        if folded { y } else { self.bn.forward(y) }
+    }
+}
+
 /// One residual block: either two 3x3 convs (basic) or 1x1-3x3-1x1 (bottleneck, expansion 4).
 #[derive(Module, Debug)]
 struct Block {
@@ -32,6 +39,10 @@ struct Block {
     bns: Vec<BatchNorm>,
     shortcut: Option<Shortcut>,
     relu: Relu,
+    /// Every batch norm of the block lives in its convolution (see
+    /// [`super::fold_batch_norm`]).
+    #[module(skip)]
+    folded: bool,
 }
 
 impl Block {
@@ -74,18 +85,35 @@ impl Block {
             bns,
             shortcut,
             relu: Relu::new(),
+            folded: false,
         }
+    }
+
+    fn fold(&mut self) {
+        if self.folded {
+            return;
+        }
+        for (conv, bn) in self.convs.iter_mut().zip(&self.bns) {
+            super::fold_batch_norm(conv, bn);
+        }
+        if let Some(s) = &mut self.shortcut {
+            super::fold_batch_norm(&mut s.conv, &s.bn);
+        }
+        self.folded = true;
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = match &self.shortcut {
-            Some(s) => s.bn.forward(s.conv.forward(x.clone())),
+            Some(s) => s.forward(x.clone(), self.folded),
             None => x.clone(),
         };
         let last = self.convs.len() - 1;
         let mut out = x;
         for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
-            out = bn.forward(conv.forward(out));
+            out = conv.forward(out);
+            if !self.folded {
+                out = bn.forward(out);
+            }
             if i < last {
                 out = self.relu.forward(out);
             }
@@ -112,6 +140,9 @@ pub struct ResNet {
     pool: AdaptiveAvgPool2d,
     head: Linear,
     relu: Relu,
+    /// `stem_bn` lives in `stem` (see [`super::fold_batch_norm`]).
+    #[module(skip)]
+    folded: bool,
 }
 
 impl ResNet {
@@ -141,14 +172,17 @@ impl ResNet {
             pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             head: LinearConfig::new(cin, num_classes).init(device),
             relu: Relu::new(),
+            folded: false,
         }
     }
 
     /// x: [batch, C, H, W] (normalised) -> [batch, 512] (R18) or [batch, 2048] (R50).
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self
-            .relu
-            .forward(self.stem_bn.forward(self.stem.forward(x)));
+        let mut x = self.stem.forward(x);
+        if !self.folded {
+            x = self.stem_bn.forward(x);
+        }
+        x = self.relu.forward(x);
         for block in &self.blocks {
             x = block.forward(x);
         }
@@ -158,6 +192,15 @@ impl ResNet {
     /// features -> logits [batch, classes].
     pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
         self.head.forward(features)
+    }
+
+    /// Folds every batch norm into its convolution (inference only).
+    pub(crate) fn fold_batch_norm(&mut self) {
+        if !self.folded {
+            super::fold_batch_norm(&mut self.stem, &self.stem_bn);
+            self.folded = true;
+        }
+        self.blocks.iter_mut().for_each(Block::fold);
     }
 
     /// The final linear layer (features -> logits).

@@ -32,6 +32,9 @@ struct ConvBn {
     bn: BatchNorm,
     #[module(skip)]
     pool_after: bool,
+    /// The batch norm lives in `conv` (see [`super::fold_batch_norm`]).
+    #[module(skip)]
+    folded: bool,
 }
 
 /// VGG-11-BN.
@@ -65,6 +68,7 @@ impl Vgg {
                             .init(device),
                         bn: BatchNormConfig::new(cout).init(device),
                         pool_after: false,
+                        folded: false,
                     });
                     cin = cout;
                 }
@@ -91,7 +95,9 @@ impl Vgg {
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;
         for layer in &self.layers {
-            x = self.relu.forward(layer.bn.forward(layer.conv.forward(x)));
+            let y = layer.conv.forward(x);
+            let y = if layer.folded { y } else { layer.bn.forward(y) };
+            x = self.relu.forward(y);
             if layer.pool_after {
                 x = self.pool.forward(x);
             }
@@ -102,6 +108,14 @@ impl Vgg {
     /// features: [batch, 512] -> logits.
     pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
         self.head.forward(features)
+    }
+
+    /// Folds every batch norm into its convolution (inference only).
+    pub(crate) fn fold_batch_norm(&mut self) {
+        for layer in self.layers.iter_mut().filter(|l| !l.folded) {
+            super::fold_batch_norm(&mut layer.conv, &layer.bn);
+            layer.folded = true;
+        }
     }
 
     /// The final linear layer (features -> logits).

@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::tensors;
 use crate::train::checkpoint::write_atomic;
-use burn::module::Module;
 use burn::prelude::*;
 use gaussian::ClassGaussian;
 use safetensors::{Dtype, tensor::TensorView};
@@ -196,7 +195,7 @@ pub fn parse_class_spec(spec: &str, class_names: &[String]) -> Result<Vec<usize>
 pub fn feature_width(model: &Classifier, shape: [usize; 3], device: &Device) -> usize {
     let [c, h, w] = shape;
     let x = Tensor::<4>::zeros([1, c, h, w], &device.clone().without_autodiff());
-    model.valid().forward_features(x).dims()[1]
+    model.for_inference().forward_features(x).dims()[1]
 }
 
 /// Predicted class and its softmax probability, plus the probability of `target`, per image.
@@ -271,7 +270,7 @@ pub fn synthesize(
     let fit = ClassGaussian::fit(data, class, config.grain)?;
     let seeds = fit.sample(n, &mut stream(config.seed, SEED_STREAM, class));
     let device = device.clone().without_autodiff();
-    let model = model.valid();
+    let model = model.for_inference();
     let targets = vec![class; n];
     let shape = [data.channels, data.height, data.width];
     batched(
@@ -361,7 +360,7 @@ pub fn visualize_feature(
         })
         .collect();
     let device = device.clone().without_autodiff();
-    let model = model.valid();
+    let model = model.for_inference();
     let activation = move |model: &Classifier, x: Tensor<4>, _: &Tensor<1, Int>| {
         let f = model.forward_features(x);
         let [b, _] = f.dims();
@@ -424,7 +423,7 @@ pub fn invert(
     let per = pool.image_len();
     let start = robust::start_images(config.start, config.seed, indices.iter().copied(), pool);
     let device = device.clone().without_autodiff();
-    let model = model.valid();
+    let model = model.for_inference();
     let [c, h, w] = shape;
     batched(
         &start,

@@ -91,6 +91,13 @@ pub fn save(
     meta: &CheckpointMeta,
     optimizer: Option<&ModuleOptimizer>,
 ) -> Result<()> {
+    if model.is_folded() {
+        return Err(checkpoint_error(
+            dir,
+            "the model's batch norms are folded into its convolutions (an inference copy); \
+             save the model it was made from",
+        ));
+    }
     let staging = tmp_path(dir);
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| Error::io("creating", &staging, e))?;
