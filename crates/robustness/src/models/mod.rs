@@ -466,6 +466,51 @@ mod tests {
         }
     }
 
+    /// The small CNN and VGG-11 pool before their ReLU: max-pool(ReLU(y)) and
+    /// ReLU(max-pool(y)) must agree bit for bit, values and input gradients, including on ties
+    /// and zeros.
+    #[test]
+    fn relu_commutes_with_max_pool() {
+        use burn::nn::pool::MaxPool2dConfig;
+        let device = Device::flex().autodiff();
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let relu = burn::nn::Relu::new();
+        // Values from a small set, so windows hold ties, zeros and all-negative windows.
+        let y = Tensor::<4>::from_data(
+            TensorData::new(
+                (0..2 * 3 * 8 * 8)
+                    .map(|i| ((i * 7919) % 9) as f32 / 4.0 - 1.0)
+                    .collect(),
+                [2, 3, 8, 8],
+            ),
+            &device,
+        );
+        let weights = Tensor::<4>::from_data(
+            TensorData::new(
+                (0..2 * 3 * 4 * 4).map(|i| (i % 5) as f32 - 1.5).collect(),
+                [2, 3, 4, 4],
+            ),
+            &device,
+        );
+        let run = |pool_first: bool| {
+            let y = y.clone().require_grad();
+            let out = if pool_first {
+                relu.forward(pool.forward(y.clone()))
+            } else {
+                pool.forward(relu.forward(y.clone()))
+            };
+            let grads = out.clone().mul(weights.clone()).sum().backward();
+            let grad = y.grad(&grads).expect("y requires grad");
+            (
+                crate::tensors::to_vec(out.inner()),
+                crate::tensors::to_vec(grad),
+            )
+        };
+        let (a, b) = (run(true), run(false));
+        assert!(a.0.contains(&0.0) && a.0.iter().any(|&v| v > 0.0));
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn a_folded_model_is_neither_saved_nor_exported() {
         let device = Device::flex();
