@@ -40,8 +40,7 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x);
-        let y = if self.folded { y } else { self.bn.forward(y) };
+        let y = super::conv_bn(&self.conv, &self.bn, self.folded, x);
         // max-pool(ReLU(y)) = ReLU(max-pool(y)), values and gradients alike (ReLU is monotone
         // and passes a gradient only where its input is positive; test
         // `relu_commutes_with_max_pool`), and the ReLU then runs on a quarter of the values.

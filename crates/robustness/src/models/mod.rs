@@ -301,6 +301,17 @@ impl Classifier {
     }
 }
 
+/// `bn(conv(x))`, or `conv(x)` once `bn` is folded into `conv` ([`fold_batch_norm`]).
+fn conv_bn(
+    conv: &burn::nn::conv::Conv2d,
+    bn: &burn::nn::BatchNorm,
+    folded: bool,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    let y = conv.forward(x);
+    if folded { y } else { bn.forward(y) }
+}
+
 /// Folds an inference-mode batch norm into the convolution right before it: with
 /// `scale = gamma / sqrt(running_var + eps)` per output channel, `bn(conv(x) + b)` equals a
 /// convolution with weights `w * scale` and bias `(b - running_mean) * scale + beta` (b = 0

@@ -25,13 +25,6 @@ struct Shortcut {
     bn: BatchNorm,
 }
 
-impl Shortcut {
-    fn forward(&self, x: Tensor<4>, folded: bool) -> Tensor<4> {
-        let y = self.conv.forward(x);
-        if folded { y } else { self.bn.forward(y) }
-    }
-}
-
 /// One residual block: either two 3x3 convs (basic) or 1x1-3x3-1x1 (bottleneck, expansion 4).
 #[derive(Module, Debug)]
 struct Block {
@@ -104,16 +97,13 @@ impl Block {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = match &self.shortcut {
-            Some(s) => s.forward(x.clone(), self.folded),
+            Some(s) => super::conv_bn(&s.conv, &s.bn, self.folded, x.clone()),
             None => x.clone(),
         };
         let last = self.convs.len() - 1;
         let mut out = x;
         for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
-            out = conv.forward(out);
-            if !self.folded {
-                out = bn.forward(out);
-            }
+            out = super::conv_bn(conv, bn, self.folded, out);
             if i < last {
                 out = self.relu.forward(out);
             }
@@ -178,11 +168,9 @@ impl ResNet {
 
     /// x: [batch, C, H, W] (normalised) -> [batch, 512] (R18) or [batch, 2048] (R50).
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.stem.forward(x);
-        if !self.folded {
-            x = self.stem_bn.forward(x);
-        }
-        x = self.relu.forward(x);
+        let mut x = self
+            .relu
+            .forward(super::conv_bn(&self.stem, &self.stem_bn, self.folded, x));
         for block in &self.blocks {
             x = block.forward(x);
         }

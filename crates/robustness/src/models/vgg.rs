@@ -95,8 +95,7 @@ impl Vgg {
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;
         for layer in &self.layers {
-            let y = layer.conv.forward(x);
-            let y = if layer.folded { y } else { layer.bn.forward(y) };
+            let y = super::conv_bn(&layer.conv, &layer.bn, layer.folded, x);
             // Pool before the ReLU: the same values and gradients (see `Cnn`), a quarter of
             // the ReLU's work.
             x = if layer.pool_after {
