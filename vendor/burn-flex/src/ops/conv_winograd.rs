@@ -48,19 +48,17 @@ const MIN_CHANNELS: usize = 16;
 
 /// Least `min(c_in, c_out) x output width`. The transforms' cost per tile grows against the
 /// GEMMs' as channels fall (the GEMM work per tile is `c_in x c_out`, the transforms' `c_in +
-/// c_out`) and as rows shorten (their loops run along a row of tiles). Measured with 2x2
-/// tiles (2 threads, AVX-512 GEMMs): ResNet-18's stages (64 x 32, 128 x 16, 256 x 8, 512 x
-/// 4: 2048 each) run 10-30% faster per pass; the small CNN's 32 -> 64 at 16 wide and 64 ->
-/// 128 at 8 wide (512 each, batch 128) ran up to 40% slower, so they stay on im2col.
-const MIN_CHANNEL_WIDTH: usize = 1024;
-
-/// [`MIN_CHANNEL_WIDTH`] on Intel CPUs ([`intel_cpu`]). Measured on a 2-core Intel Xeon
-/// (2026-12-06) with the tile sizes [`choose`] now picks there (4x4 on these 8- and 16-wide
-/// planes): the small CNN's two 512 layers at batch 128 ran 27-45% faster per pass than on
-/// im2col (forward 5.7 -> 4.1 and 5.4 -> 3.2 ms, input gradient 6.8 -> 4.6 and 6.4 -> 3.6,
-/// weight gradient 6.6 -> 6.4 and 6.9 -> 4.1), its train step 74-79 -> 62-73 ms, its
-/// PGD step 58-64 -> 49-53 ms (batch 32: train 20-26 -> 17, PGD 14.2-14.5 -> 12.4-14.1).
-const MIN_CHANNEL_WIDTH_INTEL: usize = 512;
+/// c_out`) and as rows shorten (their loops run along a row of tiles). ResNet-18's stages (64
+/// x 32, 128 x 16, 256 x 8, 512 x 4: 2048 each) run 10-30% faster per pass (2x2 tiles, 2
+/// threads, AVX-512 GEMMs). The small CNN's 32 -> 64 at 16 wide and 64 -> 128 at 8 wide (512
+/// each, batch 128, 4x4 tiles) also win since the kernel transforms were vectorised: on a
+/// 2-core Intel Xeon (2026-12-06) 27-45% per pass (forward 5.7 -> 4.1 and 5.4 -> 3.2 ms, input
+/// gradient 6.8 -> 4.6 and 6.4 -> 3.6, weight gradient 6.6 -> 6.4 and 6.9 -> 4.1), and on a
+/// 2-core AMD EPYC (2026-12-06, alternated runs of one binary) the small CNN's train step
+/// 81.5-84.4 -> 65.4-72.2 ms and its PGD step 52.2-76.8 -> 41.1-45.7 ms (batch 128). Until
+/// then this was 1024 on AMD CPUs, where the first measurements (before the vectorised
+/// transforms) had the small CNN's layers up to 40% slower.
+const MIN_CHANNEL_WIDTH: usize = 512;
 
 /// Partial weight gradients reduced in order (fixed, as in `conv_weight_grad`).
 const GRAD_BLOCKS: usize = 8;
@@ -68,16 +66,12 @@ const GRAD_BLOCKS: usize = 8;
 /// Whether the forward / input gradient / weight gradient of a convolution with this
 /// geometry runs here (with one of the two tile sizes).
 pub(crate) fn applies(geo: &Geometry) -> bool {
-    applies_on(geo, intel_cpu())
+    applies_on(geo)
 }
 
-/// [`applies`] on an Intel CPU or not.
-fn applies_on(geo: &Geometry, intel: bool) -> bool {
-    let min_channel_width = if intel {
-        MIN_CHANNEL_WIDTH_INTEL
-    } else {
-        MIN_CHANNEL_WIDTH
-    };
+/// [`applies`] (the same rule on every CPU).
+fn applies_on(geo: &Geometry) -> bool {
+    let min_channel_width = MIN_CHANNEL_WIDTH;
     geo.k_h == 3
         && geo.k_w == 3
         && geo.stride == [1, 1]
@@ -177,6 +171,13 @@ fn intel_cpu() -> bool {
     {
         static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *INTEL.get_or_init(|| {
+            // `ROBUSTNESS_WINOGRAD_RULES=intel|other` picks a rule set by hand, to measure
+            // one set against the other on a new CPU.
+            match std::env::var("ROBUSTNESS_WINOGRAD_RULES").as_deref() {
+                Ok("intel") => return true,
+                Ok("other") => return false,
+                _ => {}
+            }
             // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
             #[allow(unused_unsafe)]
             let id = unsafe { core::arch::x86_64::__cpuid(0) };
@@ -202,8 +203,7 @@ fn intel_cpu() -> bool {
 /// - weight gradient: 4x4 tiles on planes at least 8 wide with [`GRAD_MIN_TILES_FOUR`]
 ///   tiles, else 2x2 tiles with [`GRAD_MIN_TILES_TWO`], else im2col.
 ///
-/// On Intel CPUs ([`intel_cpu`]) Winograd also runs narrower layers
-/// ([`MIN_CHANNEL_WIDTH_INTEL`]), and 4x4 tiles also run the forward and input gradient on
+/// On Intel CPUs ([`intel_cpu`]) 4x4 tiles also run the forward and input gradient on
 /// planes wider than 16, and the weight gradient on planes narrower than 8 with
 /// [`GRAD_MIN_TILES_FOUR_INTEL`] tiles.
 ///
@@ -1815,22 +1815,18 @@ mod tests {
 
     #[test]
     fn winograd_leaves_other_convolutions_alone() {
-        let applies = |g: &Geometry| applies_on(g, false);
+        let applies = |g: &Geometry| applies_on(g);
         let base = geometry(2, 16, 64, 64, 16, 1);
         assert!(applies(&base));
-        // ResNet-18's stages and VGG's narrowest one; not the small CNN's layers.
+        // ResNet-18's stages, VGG's narrowest one and the small CNN's layers, not narrower ones.
         for (c, hw) in [(64, 32), (128, 16), (256, 8), (512, 4), (512, 2)] {
             assert!(applies(&geometry(32, c, hw, hw, c, 1)));
         }
-        assert!(!applies(&geometry(128, 32, 16, 16, 64, 1)));
-        assert!(!applies(&geometry(128, 64, 8, 8, 128, 1)));
-        assert!(!applies(&geometry(128, 128, 8, 8, 64, 1)));
-        // On Intel CPUs the small CNN's layers too, not narrower ones.
-        assert!(applies_on(&geometry(128, 32, 16, 16, 64, 1), true));
-        assert!(applies_on(&geometry(128, 64, 8, 8, 128, 1), true));
-        assert!(applies_on(&geometry(128, 128, 8, 8, 64, 1), true));
-        assert!(!applies_on(&geometry(128, 32, 8, 8, 64, 1), true));
-        assert!(!applies_on(&geometry(128, 16, 16, 16, 64, 1), true));
+        assert!(applies(&geometry(128, 32, 16, 16, 64, 1)));
+        assert!(applies(&geometry(128, 64, 8, 8, 128, 1)));
+        assert!(applies(&geometry(128, 128, 8, 8, 64, 1)));
+        assert!(!applies(&geometry(128, 32, 8, 8, 64, 1)));
+        assert!(!applies(&geometry(128, 16, 16, 16, 64, 1)));
         let mut g = base;
         g.stride = [2, 2];
         assert!(!applies(&g));
