@@ -66,12 +66,6 @@ const GRAD_BLOCKS: usize = 8;
 /// Whether the forward / input gradient / weight gradient of a convolution with this
 /// geometry runs here (with one of the two tile sizes).
 pub(crate) fn applies(geo: &Geometry) -> bool {
-    applies_on(geo)
-}
-
-/// [`applies`] (the same rule on every CPU).
-fn applies_on(geo: &Geometry) -> bool {
-    let min_channel_width = MIN_CHANNEL_WIDTH;
     geo.k_h == 3
         && geo.k_w == 3
         && geo.stride == [1, 1]
@@ -81,7 +75,7 @@ fn applies_on(geo: &Geometry) -> bool {
         && geo.pad[1] <= 2
         && geo.c_in >= MIN_CHANNELS
         && geo.c_out >= MIN_CHANNELS
-        && geo.c_in.min(geo.c_out) * geo.out_w.min(geo.w) >= min_channel_width
+        && geo.c_in.min(geo.c_out) * geo.out_w.min(geo.w) >= MIN_CHANNEL_WIDTH
         && geo.out_h > 0
         && geo.out_w > 0
         && geo.batch > 0
@@ -1815,7 +1809,6 @@ mod tests {
 
     #[test]
     fn winograd_leaves_other_convolutions_alone() {
-        let applies = |g: &Geometry| applies_on(g);
         let base = geometry(2, 16, 64, 64, 16, 1);
         assert!(applies(&base));
         // ResNet-18's stages, VGG's narrowest one and the small CNN's layers, not narrower ones.
