@@ -214,6 +214,15 @@ pub struct TrainArgs {
     /// Number of test images for --adv-eval, spread evenly over the test set (default 1000).
     #[arg(long, default_value_t = 1000)]
     pub adv_eval_limit: usize,
+    /// Train on only N training images, spread evenly over the training set (every class even
+    /// when the files are sorted by class); recorded in the run's config.json. Quick runs, and
+    /// learning curves over the training-set size.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// With --limit: the first N images instead, e.g. the 10,000 that `reproduce cifar10
+    /// --scale quick` trains its models on.
+    #[arg(long, requires = "limit")]
+    pub limit_first: bool,
     #[command(flatten)]
     pub attack: AttackArgs,
     /// Print one JSON object with the results on stdout.

@@ -2094,3 +2094,56 @@ fn reproduce_names_its_experiments_and_refuses_unknown_ones() {
     assert!(!stderr.contains("unknown experiment"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn train_limit_trains_on_part_of_the_training_set_and_records_it() {
+    let dir = temp_dir("train-limit");
+    let out = |tag: &str| dir.join(tag).to_str().expect("utf-8").to_string();
+    let train = |tag: &str, extra: &[&str]| {
+        let o = out(tag);
+        let mut args = vec![
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp",
+            "--epochs",
+            "1",
+            "--out",
+            &o,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let full = json_of(&train("full", &[]));
+    let spread = json_of(&train("spread", &["--limit", "200"]));
+    let first = json_of(&train("first", &["--limit", "200", "--limit-first"]));
+    // The embedded digits' training split has 1,437 images.
+    assert_eq!(full["train_images"], 1437);
+    assert_eq!(spread["train_images"], 200);
+    assert_eq!(first["train_images"], 200);
+    let config = |tag: &str| -> Value {
+        let text = std::fs::read_to_string(dir.join(tag).join("config.json")).expect("config");
+        serde_json::from_str(&text).expect("config JSON")
+    };
+    assert!(config("full").get("train_limit").is_none());
+    assert_eq!(config("spread")["train_limit"]["images"], 200);
+    assert_eq!(config("spread")["train_limit"]["first"], false);
+    assert_eq!(config("first")["train_limit"]["first"], true);
+    // Fewer images, fewer SGD steps: the two subsets give other weights than the full set, and
+    // spread and first are different subsets.
+    let weights = |tag: &str| {
+        std::fs::read(dir.join(tag).join("latest").join("model.safetensors")).expect("weights")
+    };
+    assert_ne!(weights("full"), weights("spread"));
+    assert_ne!(weights("spread"), weights("first"));
+    // More images than the set holds, and zero: clean errors naming the flag.
+    assert_clean_error(&train("too-many", &["--limit", "5000"]), "--limit 5000");
+    assert_clean_error(&train("zero", &["--limit", "0"]), "--limit 0");
+    assert_clean_error(&train("alone", &["--limit-first"]), "--limit");
+    // --resume with another --limit is refused (the run's config differs).
+    let res = train("spread", &["--limit", "300", "--resume"]);
+    assert_clean_error(&res, "other settings");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -9,7 +9,7 @@ use robustness::attack::threat::Constraint;
 use robustness::construct::{
     self, ConstructConfig, ConstructKind, ConstructMeta, ModelRef, Shard, Source, store,
 };
-use robustness::data::DatasetKind;
+use robustness::data::{DatasetKind, Limit};
 use robustness::defaults;
 use robustness::models::Classifier;
 use robustness::train::{self, checkpoint};
@@ -26,21 +26,14 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     let (dataset, split, classes) = load_data(&args.data, split_seed)?;
     let from_test = matches!(args.from, SplitArg::Test);
     let mut train_set = if from_test { split.test } else { split.train };
-    if let Some(limit) = args.limit {
-        if limit == 0 || limit > train_set.len() {
-            bail!(
-                "--limit {limit}: the {} set has {} images",
-                if from_test { "test" } else { "training" },
-                train_set.len()
-            );
-        }
+    if let Some(images) = args.limit {
         // Spread over the set unless asked for the first N: the shared CIFAR-10 files are
         // sorted by class, so the first images of a class subset such as cat,dog are all cats.
-        train_set = if args.limit_first {
-            train_set.subset(&(0..limit).collect::<Vec<_>>())
-        } else {
-            train_set.spread(limit)
+        let limit = Limit {
+            images,
+            first: args.limit_first,
         };
+        train_set = limit.apply(&train_set)?;
     }
     let mut models = Vec::with_capacity(args.model.len());
     let mut refs = Vec::with_capacity(args.model.len());

@@ -14,7 +14,7 @@ use robustness::attack::{self, AttackConfig, AttackKind};
 use robustness::construct::{
     self, ConstructConfig, ConstructKind, ConstructMeta, ConstructedRef, ModelRef, Source, store,
 };
-use robustness::data::{self, Dataset, DatasetKind, Split, SyntheticConfig};
+use robustness::data::{self, Dataset, DatasetKind, Limit, Split, SyntheticConfig};
 use robustness::models::Arch;
 use robustness::report::{self, Tile};
 use robustness::train::schedule::Schedule;
@@ -73,6 +73,11 @@ const TOY_WEIGHT_DECAY: f64 = 0.05;
 /// D_det / D_rand radius of `catdog` and `cifar10` at quick scale (ours; the paper's is L2 0.5
 /// on a 95% ResNet-50).
 const CIFAR_QUICK_RELABEL_EPS: f64 = 1.0;
+
+/// `cifar10` at quick scale trains (and builds its sets from) the first 10,000 of the 50,000
+/// training images (about 1,000 per class), so that the D_R / D_NR constructions fit in an
+/// hour on 2 cores.
+const CIFAR_QUICK_TRAIN_IMAGES: usize = 10_000;
 
 /// Adversarial training with L2 PGD (or FGSM from a random start) at `eps`.
 fn adversarial(base: &TrainConfig, eps: f64, fast: bool) -> TrainConfig {
@@ -288,6 +293,11 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
             };
             if quick {
                 standard.schedule = Schedule::Cosine;
+                // Recorded in config.json (what `train --limit 10000 --limit-first` does).
+                standard.train_limit = Some(Limit {
+                    images: CIFAR_QUICK_TRAIN_IMAGES,
+                    first: true,
+                });
             }
             Plan {
                 dataset: kind,
@@ -298,9 +308,7 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 eval_constraint: Constraint::L2,
                 toy: false,
                 eval_limit: if quick { 1000 } else { 10000 },
-                // Quick: the first 10,000 of the 50,000 training images (about 1,000 per
-                // class), so that the D_R / D_NR constructions fit in an hour on 2 cores.
-                train_limit: quick.then_some(10_000),
+                train_limit: quick.then_some(CIFAR_QUICK_TRAIN_IMAGES),
                 // [P] Fig. 2b / Table 7 (eps 0.25): std on D 4.49, adv on D 82.48, std on D_R
                 // 48.27, std on D_NR 0.82.
                 paper_robust: vec![

@@ -5,7 +5,7 @@ use crate::commands::{attack_config, constraint_of, load_data, load_source_test,
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use robustness::construct::{self, ConstructedRef, Source, store};
-use robustness::data::{Augmentation, Split};
+use robustness::data::{Augmentation, Limit, Split};
 use robustness::data::{DatasetKind, cifar10};
 use robustness::defaults;
 use robustness::interop::released;
@@ -50,6 +50,7 @@ pub fn run(args: TrainArgs, devices: &[robustness::Device]) -> Result<()> {
             "test_accuracy": summary.test_accuracy,
             "best_test_accuracy": summary.best_test_accuracy,
             "epochs": summary.epochs,
+            "train_images": summary.train_images,
             "seconds": summary.seconds,
             "checkpoint": summary.checkpoint,
             "latest": summary.latest,
@@ -61,8 +62,12 @@ pub fn run(args: TrainArgs, devices: &[robustness::Device]) -> Result<()> {
             "metrics": summary.metrics,
         }))?;
     } else {
+        let images = match config.train_limit {
+            Some(_) => format!(" ({} training images)", summary.train_images),
+            None => String::new(),
+        };
         outln!(
-            "{} on {}: test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.1}s; checkpoint {}",
+            "{} on {}{images}: test accuracy {:.2}% (best {:.2}%) after {} epochs, {:.1}s; checkpoint {}",
             config.arch,
             config.dataset,
             100.0 * summary.test_accuracy,
@@ -189,6 +194,12 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
             OptimizerArg::Sgd => OptimizerKind::Sgd,
             OptimizerArg::Adam => OptimizerKind::Adam,
         };
+    }
+    if let Some(images) = args.limit {
+        config.train_limit = Some(Limit {
+            images,
+            first: args.limit_first,
+        });
     }
     if args.no_augment {
         config.augment = false;

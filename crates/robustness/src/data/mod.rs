@@ -25,6 +25,37 @@ pub const DATA_ENV: &str = "ROBUSTNESS_DATA";
 /// Default data directory, relative to the current directory (the project's root).
 pub const DEFAULT_DATA_DIR: &str = "../shared/data";
 
+/// Part of a training set a run uses (`train --limit N [--limit-first]`, and the first 10,000
+/// CIFAR-10 images of `reproduce cifar10 --scale quick`), recorded in the run's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    /// Number of images kept.
+    pub images: usize,
+    /// The first `images` of the set (`true`) or `images` spread evenly over it
+    /// ([`Dataset::spread`]; `false`).
+    pub first: bool,
+}
+
+impl Limit {
+    /// The images of `set` this limit keeps; an error when `set` has fewer than `images`
+    /// (or `images` is 0).
+    pub fn apply(&self, set: &Dataset) -> crate::Result<Dataset> {
+        if self.images == 0 || self.images > set.len() {
+            return Err(crate::Error::Config(format!(
+                "--limit {}: the set {} has {} images",
+                self.images,
+                set.name,
+                set.len()
+            )));
+        }
+        Ok(if self.first {
+            set.subset(&(0..self.images).collect::<Vec<_>>())
+        } else {
+            set.spread(self.images)
+        })
+    }
+}
+
 /// An in-memory labelled image data set.
 ///
 /// `images` holds `N * C * H * W` values, layout `[N, C, H, W]` flattened row-major. Image data

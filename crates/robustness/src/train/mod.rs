@@ -118,6 +118,10 @@ pub struct TrainConfig {
     /// is then the original test set of `dataset`.
     #[serde(default)]
     pub constructed: Option<crate::construct::ConstructedRef>,
+    /// Only part of the training set (`train --limit`); `None`: all of it. Left out of the
+    /// JSON when `None`, so runs from before it keep their configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<crate::data::Limit>,
 }
 
 impl Default for TrainConfig {
@@ -139,6 +143,7 @@ impl Default for TrainConfig {
             seed: 0,
             adversarial: None,
             constructed: None,
+            train_limit: None,
         }
     }
 }
@@ -233,6 +238,8 @@ pub struct TrainSummary {
     pub latest: PathBuf,
     /// Every epoch's metrics (including epochs before a resume).
     pub metrics: Vec<EpochMetrics>,
+    /// Training images the run used (fewer than the split's with `train_limit`).
+    pub train_images: usize,
 }
 
 /// The model description for a data set split and a config: input shape, classes and
@@ -319,13 +326,19 @@ pub fn train_on(
         return Err(Error::Device("training needs at least one device".into()));
     };
     config.validate()?;
+    // `train --limit`: only part of the training set (applying it to a set already cut to it
+    // keeps that set, so callers may pass either).
+    let limited = config
+        .train_limit
+        .map(|limit| limit.apply(&split.train))
+        .transpose()?;
     let started = Instant::now();
     let device = device.clone().autodiff();
     std::fs::create_dir_all(run_dir.join("checkpoints"))
         .map_err(|e| Error::io("creating", run_dir, e))?;
     let latest_link = run_dir.join("latest");
     let best_link = run_dir.join("best");
-    let spec = model_spec(config, &split.train);
+    let spec = model_spec(config, limited.as_ref().unwrap_or(&split.train));
 
     // Fresh start or resume.
     let mut optimizer = config.optimizer();
@@ -359,7 +372,7 @@ pub fn train_on(
         .map(|d| parallel::Replica::new(&spec, d))
         .collect();
 
-    let train_set = Arc::new(split.train.clone());
+    let train_set = Arc::new(limited.unwrap_or_else(|| split.train.clone()));
     let batches_per_epoch = train_set.len().div_ceil(config.batch_size);
     let policy = config.lr_policy();
     let mut best = history
@@ -499,6 +512,7 @@ pub fn train_on(
         test_accuracy: last.as_ref().map_or(0.0, |m| m.test_accuracy),
         best_test_accuracy: best.max(0.0),
         epochs: history.len(),
+        train_images: train_set.len(),
         seconds: started.elapsed().as_secs_f64(),
         checkpoint: best_link,
         latest: latest_link,
