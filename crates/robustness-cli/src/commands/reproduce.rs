@@ -40,9 +40,6 @@ struct Plan {
     toy: bool,
     /// Test images attacked for robust accuracy.
     eval_limit: usize,
-    /// Only the first N training images (of the selected classes): every model and
-    /// constructed set of the experiment uses this subset.
-    train_limit: Option<usize>,
     /// The paper's robust accuracy (at the first radius) per train set name.
     paper_robust: Vec<(&'static str, f64)>,
     construct: Vec<ConstructConfig>,
@@ -174,7 +171,6 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 eval_constraint: Constraint::Linf,
                 toy: true,
                 eval_limit: 2000,
-                train_limit: None,
                 paper_robust: vec![],
                 construct: sets
                     .iter()
@@ -218,7 +214,6 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 eval_constraint: Constraint::L2,
                 toy: false,
                 eval_limit: 360,
-                train_limit: None,
                 paper_robust: vec![],
                 standard,
                 construct: constructs(kind, (30, None), (100, 0.1)),
@@ -249,7 +244,6 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 eval_constraint: Constraint::L2,
                 toy: false,
                 eval_limit: 1000,
-                train_limit: None,
                 paper_robust: vec![],
                 standard,
                 // Quick: L2 1.0 as for cifar10 (measured on this pair: D_det 56.85% at 0.5,
@@ -308,7 +302,6 @@ fn plan(experiment: &str, scale: Scale, sets: &[ConstructKind]) -> Result<Plan> 
                 eval_constraint: Constraint::L2,
                 toy: false,
                 eval_limit: if quick { 1000 } else { 10000 },
-                train_limit: quick.then_some(CIFAR_QUICK_TRAIN_IMAGES),
                 // [P] Fig. 2b / Table 7 (eps 0.25): std on D 4.49, adv on D 82.48, std on D_R
                 // 48.27, std on D_NR 0.82.
                 paper_robust: vec![
@@ -691,8 +684,10 @@ fn load(plan: &Plan, data_dir: Option<&Path>, seed: u64) -> Result<Split> {
             }
         }
     };
-    if let Some(n) = plan.train_limit.filter(|&n| n < split.train.len()) {
-        split.train = split.train.subset(&(0..n).collect::<Vec<_>>());
+    // The standard model's training subset (cifar10 quick: the first 10,000): every model and
+    // constructed set of the experiment uses it.
+    if let Some(limit) = plan.standard.train_limit {
+        split.train = limit.apply(&split.train)?;
     }
     Ok(split)
 }
