@@ -511,6 +511,11 @@ pub struct ReproduceArgs {
     /// dogs, so D_R has nothing to invert), all four otherwise.
     #[arg(long)]
     pub sets: Option<String>,
+    /// Skip the control row of the robust-features experiment: standard models trained for
+    /// fewer epochs (1, 2, 3, 4, 5, 7, ...) until one reaches the D_R model's clean accuracy,
+    /// whose robust accuracy is the fair comparison for D_R's.
+    #[arg(long)]
+    pub no_matched: bool,
     /// Seed of the trainings.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -1289,6 +1289,27 @@ fn reproduce_digits_shows_that_relabelled_sets_generalise_and_builds_d_r() {
             .unwrap_or_else(|| panic!("no robust accuracy for {set}: {rows:?}"))
     };
     assert!(robust("D (adversarial training)") > robust("D") + 0.2);
+    // The control: the standard recipe stopped early, at the first epoch count whose clean
+    // accuracy reaches the (less accurate) D_R model's, with its robust accuracy.
+    let matched = "D (standard, D_R's accuracy)";
+    assert!(acc("D_R") < acc("D"), "D_R {} D {}", acc("D_R"), acc("D"));
+    assert!(
+        acc(matched) >= acc("D_R"),
+        "{} < {}",
+        acc(matched),
+        acc("D_R")
+    );
+    let epochs = |set: &str| {
+        rows.iter()
+            .find(|r| r["train_set"] == set)
+            .and_then(|r| r["epochs"].as_u64())
+            .expect("epochs")
+    };
+    assert!(epochs(matched) < epochs("D"), "{rows:?}");
+    assert!((0.0..=1.0).contains(&robust(matched)));
+    assert!(out.join(format!("standard-e{}", epochs(matched))).is_dir());
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report");
+    assert!(report.contains(matched), "the report names the control");
     let labels = std::fs::read_to_string(out.join("d_robust/meta.json")).expect("D_R meta");
     assert!(
         labels.contains("\"relabelled\": 0.0"),

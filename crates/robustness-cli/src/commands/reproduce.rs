@@ -619,7 +619,85 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
         built.push((kind, set));
     }
 
-    write_report(&out, &experiment, &args, &plan, &rows, &split.train, &built)?;
+    // Stage 4: the control for D_R's robust accuracy. A less accurate model is also harder to
+    // push across its decision boundary, so D_R's model (usually less accurate than the
+    // standard one) is compared with the standard recipe stopped early at its accuracy.
+    let matched = match rows.iter().find(|r| r.train_set == "D_R") {
+        Some(d_r) if !args.no_matched && d_r.test_accuracy < standard_acc => {
+            let target = d_r.test_accuracy;
+            let mut found = None;
+            for epochs in matched_ladder(plan.standard.epochs) {
+                let stage = Instant::now();
+                let mut config = shortened(&plan.standard, epochs);
+                config.classes = classes.clone();
+                config.seed = args.seed;
+                let dir = out.join(format!("standard-e{epochs}"));
+                eprintln!(
+                    "[4] standard {} for {epochs} epochs (matching D_R's {:.2}%)",
+                    config.arch,
+                    100.0 * target
+                );
+                let mut progress = Progress::new();
+                let s = train::train(&config, &split, &dir, true, device, &mut progress)
+                    .with_context(|| format!("training the control in {}", dir.display()))?;
+                drop(progress);
+                if s.test_accuracy >= target {
+                    found = Some(Row {
+                        experiment: experiment.clone(),
+                        train_set: MATCHED.into(),
+                        arch: config.arch,
+                        test_accuracy: s.test_accuracy,
+                        paper: None,
+                        shifted_test_accuracy: None,
+                        attack_success: None,
+                        robust_accuracy: robust_of(&dir.join("latest"))?,
+                        paper_robust: None,
+                        robust_examples: eval_set.len(),
+                        feature_signal: None,
+                        train_examples: s.train_images,
+                        epochs,
+                        seconds: stage.elapsed().as_secs_f64(),
+                    });
+                    break;
+                }
+            }
+            found
+        }
+        _ => None,
+    };
+    let ladder = matched_ladder(plan.standard.epochs)
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let matched_note = match (&matched, rows.iter().find(|r| r.train_set == "D_R")) {
+        (Some(m), _) => Some(format!(
+            "`{MATCHED}`: the standard recipe trained for {} epoch{} only (its schedule compressed to them), the first of {ladder} epochs whose clean accuracy reaches the D_R model's; D_R's robust accuracy is to be judged against this row, since a less accurate model is also harder to attack.",
+            m.epochs,
+            if m.epochs == 1 { "" } else { "s" },
+        )),
+        (None, Some(_)) if args.no_matched => None,
+        (None, Some(d_r)) if d_r.test_accuracy >= standard_acc => Some(
+            "No early-stopped control: the D_R model is at least as accurate as the standard one."
+                .to_string(),
+        ),
+        (None, Some(_)) => Some(format!(
+            "No early-stopped control: none of the standard recipe's shorter runs ({ladder} epochs) reached the D_R model's clean accuracy, so the fully trained standard model is the closest."
+        )),
+        (None, None) => None,
+    };
+    rows.extend(matched);
+
+    write_report(
+        &out,
+        &experiment,
+        &args,
+        &plan,
+        &rows,
+        &split.train,
+        &built,
+        matched_note.as_deref(),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         print_json(&json!({
@@ -648,6 +726,39 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The row of the standard model stopped early at the D_R model's clean accuracy.
+const MATCHED: &str = "D (standard, D_R's accuracy)";
+
+/// Epoch counts tried for the early-stopped control, each shorter than the standard model's
+/// `epochs`: 1, 2, 3, 4, 5, 7, 9, 12, 15, 19, ... (each about 1.25 times the last).
+fn matched_ladder(epochs: usize) -> Vec<usize> {
+    let mut ladder = Vec::new();
+    let mut e = 1;
+    while e < epochs {
+        ladder.push(e);
+        e = (e + 1).max((e * 5).div_ceil(4));
+    }
+    ladder
+}
+
+/// The standard recipe over `epochs` instead of its own: a cosine schedule compresses by
+/// itself, a step schedule's drop and the warm-up scale with the epochs.
+fn shortened(config: &TrainConfig, epochs: usize) -> TrainConfig {
+    let scale = |e: usize| (e * epochs).div_ceil(config.epochs.max(1));
+    TrainConfig {
+        epochs,
+        schedule: match config.schedule {
+            Schedule::Step { step, gamma } => Schedule::Step {
+                step: scale(step).max(1),
+                gamma,
+            },
+            ref other => other.clone(),
+        },
+        warmup_epochs: scale(config.warmup_epochs).min(epochs.saturating_sub(1)),
+        ..config.clone()
+    }
 }
 
 /// (E[y x_1], E[y mean(x_2..)]) over a synthetic-model data set, y = +1 for class 1, -1 for 0.
@@ -733,6 +844,7 @@ fn write_report(
     rows: &[Row],
     original: &Dataset,
     built: &[(ConstructKind, Dataset)],
+    matched_note: Option<&str>,
 ) -> Result<()> {
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
     let radii: Vec<f64> = rows
@@ -924,8 +1036,11 @@ fn write_report(
     if let Some(sets) = &args.sets {
         command.push_str(&format!(" --sets {sets}"));
     }
+    if args.no_matched {
+        command.push_str(" --no-matched");
+    }
     let md = format!(
-        "# Adversarial examples are features: {experiment} ({} scale)\n\n{}\n\nCommand: `{command}` (stages in this folder are reused when rerun).\n\n{table}\nEvery model is tested on the original, correctly labelled test set. Models trained on D_det / D_rand saw only images relabelled to a (mostly) wrong class; models on D_R / D_NR saw only images re-synthesised from a robust / standard model's representation. Chance is {:.1}%.{}\n\n![accuracy](accuracy.png)\n{}\n![examples](examples.png)\n",
+        "# Adversarial examples are features: {experiment} ({} scale)\n\n{}\n\nCommand: `{command}` (stages in this folder are reused when rerun).\n\n{table}\nEvery model is tested on the original, correctly labelled test set. Models trained on D_det / D_rand saw only images relabelled to a (mostly) wrong class; models on D_R / D_NR saw only images re-synthesised from a robust / standard model's representation. Chance is {:.1}%.{}{}\n\n![accuracy](accuracy.png)\n{}\n![examples](examples.png)\n",
         args.scale.as_str(),
         plan.note,
         100.0 / original.num_classes().max(1) as f64,
@@ -942,6 +1057,7 @@ fn write_report(
                 rows[0].robust_examples
             )
         },
+        matched_note.map(|n| format!(" {n}")).unwrap_or_default(),
         if radii.is_empty() {
             ""
         } else {
@@ -973,5 +1089,49 @@ mod tests {
         // The other experiments keep Table 3's D_det recipe.
         let c10 = plan("cifar10", Scale::Quick, &sets).expect("cifar10 plan");
         assert!(!c10.retrain[0].augment);
+    }
+
+    #[test]
+    fn the_matched_accuracy_ladder_stays_below_the_standard_epochs_and_grows() {
+        assert_eq!(matched_ladder(15), vec![1, 2, 3, 4, 5, 7, 9, 12]);
+        assert_eq!(matched_ladder(1), Vec::<usize>::new());
+        assert_eq!(matched_ladder(2), vec![1]);
+        let long = matched_ladder(150);
+        assert!(long.windows(2).all(|w| w[1] > w[0]));
+        assert!(*long.last().expect("steps") < 150);
+        // Far fewer runs than epochs, and at most ~5x the standard model's epochs in all.
+        assert!(long.len() < 25, "{long:?}");
+        assert!(long.iter().sum::<usize>() < 5 * 150, "{long:?}");
+    }
+
+    #[test]
+    fn a_shortened_recipe_keeps_its_drops_and_warm_up_in_proportion() {
+        let base = TrainConfig {
+            epochs: 150,
+            schedule: Schedule::Step {
+                step: 50,
+                gamma: 0.1,
+            },
+            warmup_epochs: 5,
+            ..defaults::for_dataset(DatasetKind::Cifar10)
+        };
+        let short = shortened(&base, 15);
+        assert_eq!(short.epochs, 15);
+        assert_eq!(
+            short.schedule,
+            Schedule::Step {
+                step: 5,
+                gamma: 0.1
+            }
+        );
+        assert_eq!(short.warmup_epochs, 1);
+        assert_eq!(short.lr, base.lr);
+        let one = shortened(&base, 1);
+        assert_eq!(one.warmup_epochs, 0, "a one-epoch run has no warm-up");
+        let cosine = TrainConfig {
+            schedule: Schedule::Cosine,
+            ..base.clone()
+        };
+        assert_eq!(shortened(&cosine, 7).schedule, Schedule::Cosine);
     }
 }
