@@ -1308,6 +1308,13 @@ fn reproduce_digits_shows_that_relabelled_sets_generalise_and_builds_d_r() {
     assert!(epochs(matched) < epochs("D"), "{rows:?}");
     assert!((0.0..=1.0).contains(&robust(matched)));
     assert!(out.join(format!("standard-e{}", epochs(matched))).is_dir());
+    // The run just below the target is reported too, when the first rung did not reach it.
+    let below = "D (standard, just below D_R's accuracy)";
+    let has_below = rows.iter().any(|r| r["train_set"] == below);
+    assert_eq!(has_below, epochs(matched) > 1, "{rows:?}");
+    if has_below {
+        assert!(acc(below) < acc("D_R") && epochs(below) == epochs(matched) - 1);
+    }
     let report = std::fs::read_to_string(out.join("report.md")).expect("report");
     assert!(report.contains(matched), "the report names the control");
     let labels = std::fs::read_to_string(out.join("d_robust/meta.json")).expect("D_R meta");

@@ -195,7 +195,10 @@ pub fn bar_chart(
     categories: &[String],
     series: &[(String, Vec<Option<f64>>)],
 ) -> Result<()> {
-    let (w, h) = (800u32, 520u32);
+    // Wide enough for every category's label; the y axis runs to 130% so that the legend sits
+    // above the bars (only 0-100% is labelled).
+    let w = (140 * categories.len() as u32 + 120).max(800);
+    let h = 560u32;
     let mut rgb = vec![255u8; (w * h * 3) as usize];
     let groups = categories.len().max(1) as f64;
     let k = series.len().max(1) as f64;
@@ -206,12 +209,20 @@ pub fn bar_chart(
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..groups, 0.0..100.0)
+            .build_cartesian_2d(0.0..groups, 0.0..130.0)
             .map_err(|e| plot_error(path, e))?;
         let names = categories.to_vec();
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .y_labels(14)
+            .y_label_formatter(&|y: &f64| {
+                if *y <= 100.0 + 1e-9 {
+                    format!("{y:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .x_labels(categories.len().max(1) * 2 + 1)
             .x_label_formatter(&|x: &f64| {
                 let i = x.floor() as usize;
@@ -244,6 +255,7 @@ pub fn bar_chart(
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .label_font(("sans-serif", 13))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
