@@ -622,9 +622,26 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
     // Stage 4: the control for D_R's robust accuracy. A less accurate model is also harder to
     // push across its decision boundary, so D_R's model (usually less accurate than the
     // standard one) is compared with the standard recipe stopped early at its accuracy.
-    let mut tried: Vec<(usize, f64)> = Vec::new();
-    let matched = match rows.iter().find(|r| r.train_set == "D_R") {
-        Some(d_r) if !args.no_matched && d_r.test_accuracy < standard_acc => {
+    let ladder = matched_ladder(plan.standard.epochs)
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (matched, matched_note): (Vec<Row>, Option<String>) = match rows
+        .iter()
+        .find(|r| r.train_set == "D_R")
+    {
+        None => (Vec::new(), None),
+        Some(_) if args.no_matched => (Vec::new(), None),
+        Some(d_r) if d_r.test_accuracy >= standard_acc => (
+            Vec::new(),
+            Some(
+                "No early-stopped control: the D_R model is at least as accurate as the standard one."
+                    .to_string(),
+            ),
+        ),
+        Some(d_r) => {
+            let mut tried: Vec<(usize, f64)> = Vec::new();
             let target = d_r.test_accuracy;
             let stage = Instant::now();
             // The standard recipe over `epochs` (trained here, or reused from its folder).
@@ -693,38 +710,25 @@ pub fn run(args: ReproduceArgs, device: &robustness::Device) -> Result<()> {
                     control.push(row(MATCHED_BELOW, below, acc, 0.0)?);
                 }
                 control.push(row(MATCHED, hi, hi_acc, stage.elapsed().as_secs_f64())?);
-                control
+                let note = format!(
+                    "`{MATCHED}`: the standard recipe trained for {hi} epoch{} only (its schedule compressed to them), the fewest epochs whose clean accuracy reaches the D_R model's (runs of {ladder} epochs, then bisection; tried: {}); D_R's robust accuracy is to be judged against this row (and `{MATCHED_BELOW}`, the longest run below D_R's accuracy, where there is one), since a less accurate model is also harder to attack.",
+                    if hi == 1 { "" } else { "s" },
+                    tried
+                        .iter()
+                        .map(|(e, a)| format!("{e} epochs {:.2}%", 100.0 * a))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                (control, Some(note))
             } else {
-                Vec::new()
+                (
+                    Vec::new(),
+                    Some(format!(
+                        "No early-stopped control: none of the standard recipe's shorter runs ({ladder} epochs) reached the D_R model's clean accuracy, so the fully trained standard model is the closest."
+                    )),
+                )
             }
         }
-        _ => Vec::new(),
-    };
-    let ladder = matched_ladder(plan.standard.epochs)
-        .iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let matched_note = match (matched.last(), rows.iter().find(|r| r.train_set == "D_R")) {
-        (Some(m), _) => Some(format!(
-            "`{MATCHED}`: the standard recipe trained for {} epoch{} only (its schedule compressed to them), the fewest epochs whose clean accuracy reaches the D_R model's (runs of {ladder} epochs, then bisection; tried: {}); D_R's robust accuracy is to be judged against this row (and `{MATCHED_BELOW}`, the longest run below D_R's accuracy, where there is one), since a less accurate model is also harder to attack.",
-            m.epochs,
-            if m.epochs == 1 { "" } else { "s" },
-            tried
-                .iter()
-                .map(|(e, a)| format!("{e} epochs {:.2}%", 100.0 * a))
-                .collect::<Vec<_>>()
-                .join(", "),
-        )),
-        (None, Some(_)) if args.no_matched => None,
-        (None, Some(d_r)) if d_r.test_accuracy >= standard_acc => Some(
-            "No early-stopped control: the D_R model is at least as accurate as the standard one."
-                .to_string(),
-        ),
-        (None, Some(_)) => Some(format!(
-            "No early-stopped control: none of the standard recipe's shorter runs ({ladder} epochs) reached the D_R model's clean accuracy, so the fully trained standard model is the closest."
-        )),
-        (None, None) => None,
     };
     rows.extend(matched);
 
