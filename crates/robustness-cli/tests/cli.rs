@@ -1322,8 +1322,22 @@ fn reproduce_digits_shows_that_relabelled_sets_generalise_and_builds_d_r() {
         labels.contains("\"relabelled\": 0.0"),
         "D_R keeps the labels"
     );
-    // A rerun reuses every stage and gives the same numbers.
+    // A rerun reuses every stage and gives the same numbers, also after the folder has moved
+    // (its sets and runs are identified by checksums and settings, not by their paths).
+    let written = |root: &Path| {
+        ["train-d_det", "train-d_robust", "standard"].map(|run| {
+            std::fs::metadata(root.join(run).join("latest").join("model.safetensors"))
+                .and_then(|m| m.modified())
+                .expect("weights")
+        })
+    };
+    let before = written(&out);
+    let moved = dir.join("moved");
+    std::fs::rename(&out, &moved).expect("move the folder");
+    let mut args = args;
+    args[5] = moved.to_str().expect("utf-8");
     let again = json_of(&run(&args));
+    assert_eq!(before, written(&moved), "no stage retrained after the move");
     assert_eq!(
         result["rows"]
             .as_array()

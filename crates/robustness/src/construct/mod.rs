@@ -453,8 +453,9 @@ pub struct ConstructMeta {
     /// Number of examples (the whole set, also in a shard): the source's training images times
     /// `config.copies`.
     pub examples: usize,
-    /// Hash of (config, source, model, and the ensemble's other members if any): identifies
-    /// chunks of this construction.
+    /// Hash of (config, source, model, and the ensemble's other members if any; the models'
+    /// paths left out, see [`ConstructMeta::identity`]; older sets hashed them too): identifies chunks of this
+    /// construction.
     pub config_id: String,
     /// `Some` in a shard's folder.
     pub shard: Option<Shard>,
@@ -500,14 +501,7 @@ impl ConstructMeta {
             .next()
             .ok_or_else(|| Error::Config("a construction needs a model".into()))?;
         let ensemble: Vec<ModelRef> = models.collect();
-        let identity = if ensemble.is_empty() {
-            serde_json::to_string(&(FORMAT, &config, &source, &model))
-        } else {
-            serde_json::to_string(&(FORMAT, &config, &source, &model, &ensemble))
-        }
-        .map_err(|e| Error::Config(format!("cannot serialise the configuration: {e}")))?;
-        let digest = Sha256::digest(identity.as_bytes());
-        let config_id = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let config_id = identity(&config, &source, &model, &ensemble)?;
         Ok(Self {
             format: FORMAT,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -520,6 +514,19 @@ impl ConstructMeta {
             shard,
             summary: None,
         })
+    }
+
+    /// This construction's identity under the current rule (see [`identity`]): `config_id` for
+    /// sets built since the rule left the model's path out; older sets hashed the path too, so
+    /// their `config_id` differs from it but names the same construction.
+    pub fn identity(&self) -> Result<String> {
+        identity(&self.config, &self.source, &self.model, &self.ensemble)
+    }
+
+    /// Whether `other` describes the same construction as `self`: same settings, source and
+    /// model weights (by checksum), wherever the folders and checkpoints now lie.
+    pub fn same_construction(&self, other: &ConstructMeta) -> Result<bool> {
+        Ok(self.config_id == other.config_id || self.identity()? == other.identity()?)
     }
 
     /// Number of chunks of the whole set.
@@ -543,6 +550,31 @@ impl ConstructMeta {
     }
 }
 
+/// The hash that identifies a construction (the first 8 bytes of SHA-256 over its settings,
+/// source and models, as JSON). The models' paths are left out: their checksums identify the
+/// weights, and a set (or `reproduce` folder) moved or copied elsewhere must still resume.
+fn identity(
+    config: &ConstructConfig,
+    source: &Source,
+    model: &ModelRef,
+    ensemble: &[ModelRef],
+) -> Result<String> {
+    let pathless = |m: &ModelRef| ModelRef {
+        path: String::new(),
+        ..m.clone()
+    };
+    let model = pathless(model);
+    let ensemble: Vec<ModelRef> = ensemble.iter().map(pathless).collect();
+    let text = if ensemble.is_empty() {
+        serde_json::to_string(&(FORMAT, config, source, &model))
+    } else {
+        serde_json::to_string(&(FORMAT, config, source, &model, &ensemble))
+    }
+    .map_err(|e| Error::Config(format!("cannot serialise the configuration: {e}")))?;
+    let digest = Sha256::digest(text.as_bytes());
+    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
 /// SHA-256 (hex) of a file.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
@@ -563,6 +595,7 @@ pub fn construct(
     device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ConstructMeta> {
+    let mut meta = meta;
     meta.config.validate()?;
     if train.len() != meta.source.train_examples
         || meta.examples != train.len() * meta.config.copies
@@ -580,7 +613,7 @@ pub fn construct(
     std::fs::create_dir_all(&chunks_dir).map_err(|e| Error::io("creating", &chunks_dir, e))?;
     if out.join(store::META_FILE).exists() {
         let existing = store::read_meta(out)?;
-        if existing.config_id != meta.config_id || existing.shard != meta.shard {
+        if !existing.same_construction(&meta)? || existing.shard != meta.shard {
             return Err(Error::Constructed {
                 path: out.to_path_buf(),
                 message: format!(
@@ -589,6 +622,9 @@ pub fn construct(
                 ),
             });
         }
+        // The chunks carry the id they were written with (one that hashed the model's path,
+        // for sets built before the rule left it out): keep it so they are reused.
+        meta.config_id = existing.config_id;
     }
     store::write_meta(
         out,

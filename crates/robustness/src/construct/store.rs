@@ -316,7 +316,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<ConstructMeta> {
         .collect::<Result<Vec<_>>>()?;
     let base = &metas[0];
     for (dir, meta) in shards.iter().zip(&metas) {
-        if meta.config_id != base.config_id {
+        if !meta.same_construction(base)? {
             return Err(err(
                 dir,
                 format!(
@@ -368,9 +368,11 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<ConstructMeta> {
     let shape = base.source.image_shape();
     let mut chunks = Vec::with_capacity(n_chunks);
     for (i, s) in owner.iter().enumerate() {
-        let dir = &shards[s.expect("every chunk has an owner (checked above)")];
+        let s = s.expect("every chunk has an owner (checked above)");
         let len = base.chunk_range(i).len();
-        let chunk = read_chunk(dir, i, shape, len, &base.config_id)?;
+        // Each shard's chunks carry its own id (they differ between shards built before the
+        // id left the model's path out, when the checkpoint lay elsewhere for each shard).
+        let chunk = read_chunk(&shards[s], i, shape, len, &metas[s].config_id)?;
         write_chunk(out, i, &chunk, shape, &base.config_id)?;
         chunks.push(chunk);
     }

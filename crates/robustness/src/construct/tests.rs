@@ -317,6 +317,106 @@ fn a_folder_of_another_construction_is_refused() {
     assert!(err.to_string().contains("another construction"), "{err}");
 }
 
+/// `meta` as the rule before the models' paths were left out of the id would have written it:
+/// the id hashes the path, and every chunk carries that id.
+fn with_legacy_id(dir: &Path, meta: &ConstructMeta) -> ConstructMeta {
+    let text =
+        serde_json::to_string(&(FORMAT, &meta.config, &meta.source, &meta.model)).expect("json");
+    let legacy: String = Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_ne!(legacy, meta.config_id, "the old rule hashed the path");
+    let shape = meta.source.image_shape();
+    for i in 0..meta.num_chunks() {
+        let len = meta.chunk_range(i).len();
+        let chunk = store::read_chunk(dir, i, shape, len, &meta.config_id).expect("chunk");
+        store::write_chunk(dir, i, &chunk, shape, &legacy).expect("rewrite");
+    }
+    let old = ConstructMeta {
+        config_id: legacy,
+        ..meta.clone()
+    };
+    store::write_meta(dir, &old).expect("meta");
+    old
+}
+
+#[test]
+fn a_moved_model_or_folder_still_resumes_also_with_an_old_id() {
+    let (model, split, _keep) = trained();
+    let train = split.train.subset(&(0..100).collect::<Vec<_>>());
+    let tmp = TempDir::new("construct-moved");
+    let mut config = small_config(ConstructKind::Det);
+    config.attack.steps = 2;
+    let first = build(
+        &model,
+        &train,
+        meta_for(config.clone(), &train, None),
+        tmp.path(),
+    );
+    let before = files(tmp.path());
+    // The same checkpoint (same checksum) at another path: the same construction, so the
+    // chunks are reused (progress starts complete) and stay byte for byte; only the path in
+    // meta.json changes.
+    let moved = |path: &str| {
+        let mut meta = meta_for(config.clone(), &train, None);
+        meta.model.path = path.into();
+        ConstructMeta::new(meta.config.clone(), meta.source.clone(), meta.model, None)
+            .expect("meta")
+    };
+    let elsewhere = moved("elsewhere/model");
+    assert_eq!(
+        elsewhere.config_id, first.config_id,
+        "the path is not identity"
+    );
+    let mut seen = Vec::new();
+    let again = construct(
+        &model,
+        &train,
+        elsewhere,
+        tmp.path(),
+        &Device::flex(),
+        |d, t| seen.push((d, t)),
+    )
+    .expect("resume after a move");
+    assert_eq!(seen.first(), Some(&(100, 100)), "every chunk reused");
+    assert_eq!(again.model.path, "elsewhere/model");
+    let after = files(tmp.path());
+    assert_eq!(before[..before.len() - 1], after[..after.len() - 1]);
+    // A folder written by the old rule (id over the path, in meta.json and every chunk):
+    // built from a checkpoint that has moved since, it resumes too, keeping its id so that its
+    // chunks (and runs trained on it) stay valid.
+    let old = with_legacy_id(tmp.path(), &again);
+    let mut seen = Vec::new();
+    let resumed = construct(
+        &model,
+        &train,
+        moved("yet/another/place"),
+        tmp.path(),
+        &Device::flex(),
+        |d, t| seen.push((d, t)),
+    )
+    .expect("resume an old folder");
+    assert_eq!(seen.first(), Some(&(100, 100)), "every old chunk reused");
+    assert_eq!(resumed.config_id, old.config_id);
+    assert_eq!(resumed.summary, first.summary);
+    // Other weights (another checksum) are still another construction, wherever they lie.
+    let mut other = meta_for(config, &train, None);
+    other.model.sha256 = "1".into();
+    let other = ConstructMeta::new(other.config, other.source, other.model, None).expect("meta");
+    let err = construct(
+        &model,
+        &train,
+        other,
+        tmp.path(),
+        &Device::flex(),
+        |_, _| {},
+    )
+    .expect_err("other weights");
+    assert!(err.to_string().contains("another construction"), "{err}");
+}
+
 #[test]
 fn inversion_matches_the_representation_and_keeps_the_label() {
     let (model, split, _keep) = trained();

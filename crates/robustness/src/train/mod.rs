@@ -527,8 +527,15 @@ fn check_same_run(run_dir: &Path, config: &TrainConfig) -> Result<()> {
         path: path.clone(),
         message: format!("malformed run config: {e}"),
     })?;
+    // A constructed set is identified by its config id, not by where it lies (a `reproduce`
+    // folder may have moved).
+    let constructed = match (&saved.constructed, &config.constructed) {
+        (Some(s), Some(c)) if s.config_id == c.config_id && s.kind == c.kind => Some(c.clone()),
+        (s, _) => s.clone(),
+    };
     let comparable = TrainConfig {
         epochs: config.epochs,
+        constructed,
         ..saved.clone()
     };
     if &comparable != config {
