@@ -199,7 +199,8 @@ pub struct TrainArgs {
     /// Turn on training-time augmentation where the defaults leave it off (e.g. D_det, whose
     /// Table 3 recipe has none), or choose its recipe: `--augment` alone is crop-flip (random
     /// crop with padding 4 + horizontal flip); `--augment reference` is the reference library's
-    /// CIFAR recipe (crop + flip, ColorJitter(.25, .25, .25), RandomRotation(2)).
+    /// CIFAR recipe (crop + flip, ColorJitter(.25, .25, .25), RandomRotation(2)); `--augment
+    /// cutout` is crop + flip + Cutout (one zeroed square of half the image's side).
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "crop-flip", conflicts_with = "no_augment")]
     pub augment: Option<AugmentArg>,
     /// PGD adversarial training (Madry et al. 2018) with the attack flags below.
@@ -446,6 +447,7 @@ pub struct ConstructArgs {
 pub enum AugmentArg {
     CropFlip,
     Reference,
+    Cutout,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

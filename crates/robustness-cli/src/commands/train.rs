@@ -215,6 +215,7 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
         config.augmentation = match recipe {
             AugmentArg::CropFlip => Augmentation::CropFlip,
             AugmentArg::Reference => Augmentation::Reference,
+            AugmentArg::Cutout => Augmentation::Cutout,
         };
     }
     if args.adv_train {

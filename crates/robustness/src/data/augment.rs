@@ -23,6 +23,10 @@ pub enum Augmentation {
     /// ([`color_jitter`]), then a rotation by an angle uniform in [-2, 2] degrees
     /// ([`rotate_nearest`]).
     Reference,
+    /// Crop + flip, then Cutout (DeVries & Taylor 2017, their CIFAR-10 setting): one square of
+    /// side `h / 2` (16 on 32x32 images) set to 0 in every channel, its centre uniform over the
+    /// image and the square clipped at the borders ([`cutout`]).
+    Cutout,
 }
 
 impl Augmentation {
@@ -36,6 +40,7 @@ impl Augmentation {
         match self {
             Augmentation::CropFlip => "crop-flip",
             Augmentation::Reference => "reference",
+            Augmentation::Cutout => "cutout",
         }
     }
 }
@@ -49,7 +54,8 @@ pub const MAX_DEGREES: f32 = 2.0;
 /// Augments the `n` images of `images` (`[n, c, h, w]`, values in [0, 1]) in place.
 /// `CropFlip` is exactly [`random_crop_flip`]; `Reference` draws, per image, the crop offsets
 /// and flip (as [`random_crop_flip`]), then the order of the three colour adjustments and their
-/// factors (brightness, contrast, saturation), then the angle.
+/// factors (brightness, contrast, saturation), then the angle; `Cutout` draws the crop and flip,
+/// then the square's centre row and column (`u32` each).
 ///
 /// # Panics
 /// If `images.len() != n * c * h * w`.
@@ -85,6 +91,44 @@ pub fn augment(
                 let degrees = rng.random_range(-MAX_DEGREES..=MAX_DEGREES);
                 rotate_nearest(image, c, h, w, degrees, &mut scratch);
             }
+        }
+        Augmentation::Cutout => {
+            assert_eq!(
+                images.len(),
+                n * c * h * w,
+                "augment: buffer holds {} values, expected n*c*h*w",
+                images.len()
+            );
+            let image_len = c * h * w;
+            if image_len == 0 {
+                return;
+            }
+            for image in images.chunks_exact_mut(image_len) {
+                random_crop_flip(image, 1, c, h, w, pad, rng);
+                let cy = rng.random_range(0..h as u32) as usize;
+                let cx = rng.random_range(0..w as u32) as usize;
+                cutout(image, c, h, w, cy, cx, h / 2);
+            }
+        }
+    }
+}
+
+/// Sets to 0 the square of side `size` centred at row `cy`, column `cx` of one `[c, h, w]`
+/// image, in every channel, clipped at the borders (a centre near an edge leaves a smaller
+/// rectangle). `size = 0` is the identity.
+///
+/// # Panics
+/// If `image.len() != c * h * w`.
+pub fn cutout(image: &mut [f32], c: usize, h: usize, w: usize, cy: usize, cx: usize, size: usize) {
+    assert_eq!(image.len(), c * h * w, "cutout: image is not c*h*w");
+    let (y0, y1) = (cy.saturating_sub(size / 2), (cy + size - size / 2).min(h));
+    let (x0, x1) = (cx.saturating_sub(size / 2), (cx + size - size / 2).min(w));
+    if x0 >= x1 {
+        return;
+    }
+    for plane in image.chunks_exact_mut(h * w) {
+        for row in plane.chunks_exact_mut(w).take(y1).skip(y0) {
+            row[x0..x1].fill(0.0);
         }
     }
 }
@@ -297,6 +341,68 @@ mod tests {
             }
         }
         v
+    }
+
+    /// The positions of the zeros of channel `ch` of image `i` (images of `[c, h, w]`).
+    fn zeros(images: &[f32], i: usize, ch: usize, [c, h, w]: [usize; 3]) -> Vec<usize> {
+        let plane = &images[(i * c + ch) * h * w..(i * c + ch + 1) * h * w];
+        (0..h * w).filter(|&p| plane[p] == 0.0).collect()
+    }
+
+    #[test]
+    fn cutout_zeroes_the_clipped_square_in_every_channel() {
+        let shape = [2, 8, 8];
+        let orig = ramp(1, 2, 8, 8);
+        let square = |y: std::ops::Range<usize>, x: std::ops::Range<usize>| -> Vec<usize> {
+            y.flat_map(|r| x.clone().map(move |q| r * 8 + q)).collect()
+        };
+        let mut img = orig.clone();
+        cutout(&mut img, 2, 8, 8, 4, 4, 4);
+        for ch in 0..2 {
+            assert_eq!(zeros(&img, 0, ch, shape), square(2..6, 2..6));
+        }
+        let mut corner = orig.clone();
+        cutout(&mut corner, 2, 8, 8, 0, 7, 4);
+        assert_eq!(zeros(&corner, 0, 1, shape), square(0..2, 5..8));
+        // Everything outside the square is untouched.
+        for (k, (a, b)) in corner.iter().zip(&orig).enumerate() {
+            assert!(*a == 0.0 || a == b, "value {k} changed");
+        }
+        let mut same = orig.clone();
+        cutout(&mut same, 2, 8, 8, 3, 3, 0);
+        assert_eq!(same, orig);
+    }
+
+    #[test]
+    fn cutout_augmentation_cuts_one_square_per_image_and_is_seeded() {
+        let (n, shape) = (64, [3, 32, 32]);
+        let orig = ramp(n, 3, 32, 32);
+        let run = |seed: u64| {
+            let mut images = orig.clone();
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            // No padding: the crop moves nothing, so every zero comes from the cutout.
+            augment(Augmentation::Cutout, &mut images, n, shape, 0, &mut rng);
+            images
+        };
+        let images = run(3);
+        assert_eq!(images, run(3), "same seed, same images");
+        assert_ne!(images, run(4));
+        let mut whole = 0;
+        for i in 0..n {
+            let z = zeros(&images, i, 0, shape);
+            assert!(
+                !z.is_empty() && z.len() <= 256,
+                "image {i}: {} zeros",
+                z.len()
+            );
+            for ch in 1..3 {
+                assert_eq!(zeros(&images, i, ch, shape), z, "channels share the square");
+            }
+            whole += usize::from(z.len() == 256);
+        }
+        // A centre at least 8 pixels from the top and left edges and 8 from the bottom and
+        // right ones (17 of 32 positions per axis) keeps the whole 16x16 square: ~28% of images.
+        assert!((5..=35).contains(&whole), "{whole} whole squares of {n}");
     }
 
     #[test]
