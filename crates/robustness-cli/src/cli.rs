@@ -224,6 +224,11 @@ pub struct TrainArgs {
     /// --scale quick` trains its models on.
     #[arg(long, requires = "limit")]
     pub limit_first: bool,
+    /// Keep an exponential moving average of the weights with this decay per step (e.g.
+    /// 0.999; warmed up as min(decay, (1 + t) / (10 + t))): the average is what the run tests
+    /// and saves as its model; metrics also show the optimizer's own weights' accuracy.
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
     #[command(flatten)]
     pub attack: AttackArgs,
     /// Print one JSON object with the results on stdout.

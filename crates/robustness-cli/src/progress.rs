@@ -51,8 +51,13 @@ impl TrainObserver for Progress {
     }
 
     fn on_epoch(&mut self, m: &EpochMetrics) {
+        // With --ema, the test accuracy is the average's; the optimizer's weights' follows.
+        let raw = m
+            .raw_test_accuracy
+            .map(|a| format!(" (EMA; weights {:.2}%)", 100.0 * a))
+            .unwrap_or_default();
         let line = format!(
-            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, test acc {:.2}%, lr {:.4}, {:.1}s",
+            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, test acc {:.2}%{raw}, lr {:.4}, {:.1}s",
             m.epoch,
             self.epochs,
             m.train_loss,

@@ -311,6 +311,8 @@ fn a_diverging_run_stops_with_a_clear_error_naming_epoch_and_batch() {
         &out,
     ]);
     assert_clean_error(&res, "--augment");
+    let res = run(&["train", "--ema", "1.5", "--out", &out]);
+    assert_clean_error(&res, "--ema 1.5");
     let res = run(&["train", "--augment", "sideways", "--out", &out]);
     assert_clean_error(&res, "invalid value 'sideways'");
     let _ = std::fs::remove_dir_all(dir);

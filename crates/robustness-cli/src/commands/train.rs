@@ -201,6 +201,9 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
             first: args.limit_first,
         });
     }
+    if args.ema.is_some() {
+        config.ema = args.ema;
+    }
     if args.no_augment {
         config.augment = false;
     }

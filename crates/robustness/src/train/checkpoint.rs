@@ -91,6 +91,28 @@ pub fn save(
     meta: &CheckpointMeta,
     optimizer: Option<&ModuleOptimizer>,
 ) -> Result<()> {
+    save_with(dir, model, optimizer.map(|o| (model, o)), meta)
+}
+
+/// Saves a training run's checkpoint: `weights` as the checkpoint's model (what loading it
+/// gives: the weights' moving average with `--ema`, else the trained weights) and `state` (the
+/// optimizer's weights, with their parameter ids) with `optimizer` for resuming.
+pub fn save_run(
+    dir: &Path,
+    weights: &Classifier,
+    state: &Classifier,
+    meta: &CheckpointMeta,
+    optimizer: &ModuleOptimizer,
+) -> Result<()> {
+    save_with(dir, weights, Some((state, optimizer)), meta)
+}
+
+fn save_with(
+    dir: &Path,
+    model: &Classifier,
+    training: Option<(&Classifier, &ModuleOptimizer)>,
+    meta: &CheckpointMeta,
+) -> Result<()> {
     if model.is_folded() {
         return Err(checkpoint_error(
             dir,
@@ -116,8 +138,8 @@ pub fn save(
         &canonical_safetensors(weights, dir)?,
     )?;
 
-    if let Some(optimizer) = optimizer {
-        let state = model
+    if let Some((state_model, optimizer)) = training {
+        let state = state_model
             .clone()
             .into_record()
             .into_bytes()

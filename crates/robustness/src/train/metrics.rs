@@ -32,6 +32,10 @@ pub struct EpochMetrics {
     /// Robust test accuracy (adversarial training with `--adv-eval`), in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub robust_test_accuracy: Option<f64>,
+    /// With `--ema`: test accuracy of the optimizer's own weights (`test_accuracy` is the
+    /// average's), in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_test_accuracy: Option<f64>,
 }
 
 /// Writes all epochs' metrics as JSON lines, atomically (the file is rewritten each epoch, so a

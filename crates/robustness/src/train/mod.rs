@@ -2,6 +2,7 @@
 //! checkpoint) in one function a reader can follow top to bottom.
 
 pub mod checkpoint;
+pub mod ema;
 pub mod metrics;
 mod parallel;
 pub mod schedule;
@@ -122,6 +123,11 @@ pub struct TrainConfig {
     /// JSON when `None`, so runs from before it keep their configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<crate::data::Limit>,
+    /// Decay of an exponential moving average of the weights (`train --ema`, see
+    /// [`ema`]); the average is what the run evaluates and saves. `None` (left out of the
+    /// JSON): no average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -144,6 +150,7 @@ impl Default for TrainConfig {
             adversarial: None,
             constructed: None,
             train_limit: None,
+            ema: None,
         }
     }
 }
@@ -157,6 +164,13 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return bad("--batch-size must be at least 1".into());
+        }
+        if let Some(d) = self.ema
+            && !(d > 0.0 && d < 1.0)
+        {
+            return bad(format!(
+                "--ema {d}: the decay must be in (0, 1), e.g. 0.999"
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("--lr must be a positive number, got {}", self.lr));
@@ -366,6 +380,16 @@ pub fn train_on(
         device.seed(config.seed);
         (Classifier::new(&spec, &device), 0, Vec::new())
     };
+    // The weights' moving average: restored from the checkpoint's weights on resume (a run
+    // with EMA saves the average there and the optimizer's weights in its training state).
+    let mut ema = match config.ema {
+        None => None,
+        Some(decay) if start_epoch > 0 => {
+            let (saved, _) = checkpoint::load(&latest_link, &device)?;
+            Some(ema::Ema::resumed(saved, decay))
+        }
+        Some(decay) => Some(ema::Ema::new(&model, decay)),
+    };
     checkpoint::write_json_atomic(&run_dir.join(RUN_CONFIG), config)?;
     let replicas: Vec<parallel::Replica> = devices[1..]
         .iter()
@@ -423,6 +447,9 @@ pub fn train_on(
                 b,
             )?;
             model = optimizer.step(lr, model, out.grads);
+            if let Some(ema) = &mut ema {
+                ema.update(&model, (epoch * batches_per_epoch + b) as u64);
+            }
             step_seconds += step_started.elapsed().as_secs_f64();
 
             correct += out
@@ -442,12 +469,18 @@ pub fn train_on(
         }
         let train_seconds = epoch_started.elapsed().as_secs_f64();
         let eval_started = Instant::now();
-        let test = eval::evaluate(&model, &split.test, 256, &device);
+        // With EMA the average is the run's model: tested, attacked and saved; the
+        // optimizer's own weights are tested too, to show what the average adds.
+        let evaluated = ema.as_ref().map_or(&model, |e| e.model());
+        let test = eval::evaluate(evaluated, &split.test, 256, &device);
+        let raw_test_accuracy = ema
+            .is_some()
+            .then(|| eval::evaluate(&model, &split.test, 256, &device).accuracy);
         let robust_test_accuracy = match &config.adversarial {
             Some(adv) if adv.eval => {
                 let subset = split.test.spread(adv.eval_limit);
                 let report = attack::robust_eval(
-                    &model,
+                    evaluated,
                     &subset,
                     AttackKind::Pgd,
                     &adv.attack,
@@ -472,6 +505,7 @@ pub fn train_on(
             step_seconds,
             eval_seconds,
             robust_test_accuracy,
+            raw_test_accuracy,
         };
         history.push(m.clone());
         let m = &history[history.len() - 1];
@@ -490,7 +524,8 @@ pub fn train_on(
             imported_from: None,
             restricted_from: None,
         };
-        checkpoint::save(&dir, &model, &meta, Some(&optimizer))?;
+        let weights = ema.as_ref().map_or(&model, |e| e.model());
+        checkpoint::save_run(&dir, weights, &model, &meta, &optimizer)?;
         let target = Path::new("checkpoints").join(&name);
         checkpoint::point_link(&latest_link, &target)?;
         if m.test_accuracy > best {
@@ -571,6 +606,81 @@ fn prune_checkpoints(run_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::test_util::TempDir;
+
+    fn weights(run: &Path) -> Vec<u8> {
+        std::fs::read(run.join("latest").join(checkpoint::WEIGHTS_FILE)).expect("weights")
+    }
+
+    #[test]
+    fn ema_runs_save_the_average_and_resume_to_the_same_bits() {
+        let split =
+            crate::data::load(DatasetKind::Digits, None, 0, &Default::default()).expect("digits");
+        let config = TrainConfig {
+            arch: Arch::Mlp,
+            epochs: 4,
+            // A schedule that does not depend on the number of epochs, so that 2 epochs
+            // resumed to 4 are the first 2 of 4.
+            schedule: Schedule::Constant,
+            warmup_epochs: 0,
+            ema: Some(0.9),
+            ..crate::defaults::for_dataset(DatasetKind::Digits)
+        };
+        let device = Device::flex();
+        let tmp = TempDir::new("train-ema");
+        let whole = tmp.path().join("whole");
+        let summary = train(&config, &split, &whole, false, &device, &mut Silent).expect("train");
+        // Stopped after 2 epochs, then resumed to 4: the same average, bit for bit.
+        let parts = tmp.path().join("parts");
+        let two = TrainConfig {
+            epochs: 2,
+            ..config.clone()
+        };
+        train(&two, &split, &parts, false, &device, &mut Silent).expect("first half");
+        let resumed = train(&config, &split, &parts, true, &device, &mut Silent).expect("resume");
+        assert!(
+            weights(&whole) == weights(&parts),
+            "resumed average differs"
+        );
+        assert_eq!(summary.test_accuracy, resumed.test_accuracy);
+        // The checkpoint's model is the average; its training state holds other weights, and
+        // the metrics report both accuracies.
+        let device = device.autodiff();
+        let (average, _) = checkpoint::load(&whole.join("latest"), &device).expect("load");
+        let (state, _, _) =
+            checkpoint::load_training_state(&whole.join("latest"), &device, config.optimizer())
+                .expect("state");
+        let flat = |m: &Classifier| -> Vec<f32> {
+            struct All(Vec<f32>);
+            impl burn::module::ModuleVisitor for All {
+                fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+                    self.0.extend(crate::tensors::to_vec(p.val()));
+                }
+            }
+            let mut all = All(Vec::new());
+            m.visit(&mut all);
+            all.0
+        };
+        assert!(
+            flat(&average) != flat(&state),
+            "the average is not the last weights"
+        );
+        let last = summary.metrics.last().expect("metrics");
+        assert!(last.raw_test_accuracy.is_some(), "{last:?}");
+        let eval = eval::evaluate(&average, &split.test, 256, &device).accuracy;
+        assert_eq!(eval, last.test_accuracy, "test accuracy is the average's");
+        // Without --ema nothing changes in the config's JSON or the metrics.
+        let plain = TrainConfig {
+            ema: None,
+            ..config.clone()
+        };
+        assert!(!serde_json::to_string(&plain).expect("json").contains("ema"));
+        let bad = TrainConfig {
+            ema: Some(1.0),
+            ..config
+        };
+        assert!(bad.validate().is_err());
+    }
 
     #[test]
     fn the_augmentation_recipe_is_recorded_only_when_it_is_not_crop_flip() {
