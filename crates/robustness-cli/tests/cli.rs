@@ -267,6 +267,42 @@ fn training_into_an_existing_run_without_resume_is_refused() {
 }
 
 #[test]
+fn ema_runs_report_both_accuracies_and_say_when_the_warm_up_sets_the_average() {
+    let dir = temp_dir("ema");
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let train = |out: &str, decay: &str| {
+        run_ok(&[
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp",
+            "--epochs",
+            "2",
+            "--ema",
+            decay,
+            "--out",
+            &path(out),
+        ])
+    };
+    // 2 epochs of 45 steps: the warm-up is at 90/99 by the end, below 0.999 but above 0.5.
+    let capped = train("capped", "0.999");
+    let stderr = String::from_utf8_lossy(&capped.stderr);
+    assert!(stderr.contains("sets the average"), "{stderr}");
+    assert!(stderr.contains("EMA; weights"), "{stderr}");
+    let low = train("low", "0.5");
+    let stderr = String::from_utf8_lossy(&low.stderr);
+    assert!(!stderr.contains("sets the average"), "{stderr}");
+    let metrics = std::fs::read_to_string(dir.join("capped").join("metrics.jsonl")).expect("m");
+    for line in metrics.lines() {
+        let m: Value = serde_json::from_str(line).expect("json");
+        let raw = m["raw_test_accuracy"].as_f64().expect("raw accuracy");
+        assert!((0.0..=1.0).contains(&raw), "{m}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error_naming_epoch_and_batch() {
     let dir = temp_dir("nan");
     let out = dir.to_string_lossy().into_owned();

@@ -26,6 +26,17 @@ pub fn run(args: TrainArgs, devices: &[robustness::Device]) -> Result<()> {
     };
     config.seed = args.seed;
     apply_flags(&mut config, &args)?;
+    if let Some(decay) = config.ema {
+        let images = config
+            .train_limit
+            .map_or(split.train.len(), |l| l.images.min(split.train.len()));
+        let steps = (config.epochs * images.div_ceil(config.batch_size.max(1))) as u64;
+        if let Some(last) = train::ema::capped_by_warmup(decay, steps) {
+            eprintln!(
+                "note: --ema {decay}: the warm-up min({decay}, (1 + t) / (10 + t)) is still {last:.4} at the last of this run's {steps} steps, so it, not {decay}, sets the average"
+            );
+        }
+    }
     if devices.len() > 1 {
         // stderr, so that `--json` keeps stdout to the one JSON object.
         eprintln!(

@@ -42,7 +42,7 @@ impl Ema {
 
     /// The decay used at 0-based step `step`: `min(decay, (1 + step) / (10 + step))`.
     pub fn decay_at(&self, step: u64) -> f64 {
-        self.decay.min((1 + step) as f64 / (10 + step) as f64)
+        decay_at(self.decay, step)
     }
 
     /// Folds `model`'s weights after step `step` into the average.
@@ -95,6 +95,18 @@ impl Ema {
     }
 }
 
+/// The decay used at 0-based step `step` of a run with `--ema decay`.
+pub fn decay_at(decay: f64, step: u64) -> f64 {
+    decay.min((1 + step) as f64 / (10 + step) as f64)
+}
+
+/// For a run of `steps` optimizer steps: the warm-up's decay at its last step when that is still
+/// below `decay` (the warm-up, not `decay`, then sets the average throughout), else `None`.
+pub fn capped_by_warmup(decay: f64, steps: u64) -> Option<f64> {
+    let last = decay_at(decay, steps.saturating_sub(1));
+    (last < decay).then_some(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +138,12 @@ mod tests {
         // Step 0: d = min(0.99, 1/10) = 0.1; step 1000: d = 0.99.
         assert!((ema.decay_at(0) - 0.1).abs() < 1e-12);
         assert!((ema.decay_at(1000) - 0.99).abs() < 1e-12);
+        // 948 steps (12 epochs of 79): the last (t = 947) at 948/957 < 0.995; 0.99 is
+        // reached at t = 890, so by runs of 891 steps or more.
+        let capped = capped_by_warmup(0.995, 948).expect("capped");
+        assert!((capped - 948.0 / 957.0).abs() < 1e-12);
+        assert_eq!(capped_by_warmup(0.99, 892), None);
+        assert!(capped_by_warmup(0.99, 890).is_some());
         ema.update(&b, 0);
         let (va, vb, ve) = (values(&a), values(&b), values(ema.model()));
         assert_eq!(ve.len(), va.len());

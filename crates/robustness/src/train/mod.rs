@@ -619,8 +619,8 @@ mod tests {
         let config = TrainConfig {
             arch: Arch::Mlp,
             epochs: 4,
-            // A schedule that does not depend on the number of epochs, so that 2 epochs
-            // resumed to 4 are the first 2 of 4.
+            // A schedule that does not depend on the number of epochs, so that a run stopped
+            // after 2 or 3 epochs and resumed to 4 does the first epochs of 4.
             schedule: Schedule::Constant,
             warmup_epochs: 0,
             ema: Some(0.9),
@@ -628,16 +628,32 @@ mod tests {
         };
         let device = Device::flex();
         let tmp = TempDir::new("train-ema");
+        // One run trained for 2 epochs and copied: each copy continues to 4, one straight on
+        // (the average in memory), one stopped again after epoch 3 and resumed (the average
+        // restored from the checkpoint). Both start from the same checkpoint, so a model
+        // initialised concurrently by another test (the generator is shared) cannot make
+        // them differ.
         let whole = tmp.path().join("whole");
-        let summary = train(&config, &split, &whole, false, &device, &mut Silent).expect("train");
-        // Stopped after 2 epochs, then resumed to 4: the same average, bit for bit.
-        let parts = tmp.path().join("parts");
         let two = TrainConfig {
             epochs: 2,
             ..config.clone()
         };
-        train(&two, &split, &parts, false, &device, &mut Silent).expect("first half");
-        let resumed = train(&config, &split, &parts, true, &device, &mut Silent).expect("resume");
+        train(&two, &split, &whole, false, &device, &mut Silent).expect("first half");
+        let parts = tmp.path().join("parts");
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&whole)
+            .arg(&parts)
+            .status()
+            .expect("cp");
+        assert!(copied.success());
+        let summary = train(&config, &split, &whole, true, &device, &mut Silent).expect("to 4");
+        let three = TrainConfig {
+            epochs: 3,
+            ..config.clone()
+        };
+        train(&three, &split, &parts, true, &device, &mut Silent).expect("to 3");
+        let resumed = train(&config, &split, &parts, true, &device, &mut Silent).expect("3 to 4");
         assert!(
             weights(&whole) == weights(&parts),
             "resumed average differs"
