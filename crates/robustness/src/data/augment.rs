@@ -67,22 +67,26 @@ pub fn augment(
     pad: usize,
     rng: &mut impl Rng,
 ) {
-    match kind {
-        Augmentation::CropFlip => random_crop_flip(images, n, c, h, w, pad, rng),
-        Augmentation::Reference => {
-            assert_eq!(
-                images.len(),
-                n * c * h * w,
-                "augment: buffer holds {} values, expected n*c*h*w",
-                images.len()
-            );
-            let image_len = c * h * w;
-            if image_len == 0 {
-                return;
-            }
-            let mut scratch = vec![0f32; image_len];
-            for image in images.chunks_exact_mut(image_len) {
-                random_crop_flip(image, 1, c, h, w, pad, rng);
+    if kind == Augmentation::CropFlip {
+        return random_crop_flip(images, n, c, h, w, pad, rng);
+    }
+    // The other recipes draw per image: the crop and flip, then their own steps.
+    assert_eq!(
+        images.len(),
+        n * c * h * w,
+        "augment: buffer holds {} values, expected n*c*h*w",
+        images.len()
+    );
+    let image_len = c * h * w;
+    if image_len == 0 {
+        return;
+    }
+    let mut scratch = Vec::new();
+    for image in images.chunks_exact_mut(image_len) {
+        random_crop_flip(image, 1, c, h, w, pad, rng);
+        match kind {
+            Augmentation::CropFlip => {}
+            Augmentation::Reference => {
                 let mut order = [0usize, 1, 2];
                 order.shuffle(rng);
                 let mut factor = || rng.random_range(1.0 - JITTER..=1.0 + JITTER);
@@ -91,20 +95,7 @@ pub fn augment(
                 let degrees = rng.random_range(-MAX_DEGREES..=MAX_DEGREES);
                 rotate_nearest(image, c, h, w, degrees, &mut scratch);
             }
-        }
-        Augmentation::Cutout => {
-            assert_eq!(
-                images.len(),
-                n * c * h * w,
-                "augment: buffer holds {} values, expected n*c*h*w",
-                images.len()
-            );
-            let image_len = c * h * w;
-            if image_len == 0 {
-                return;
-            }
-            for image in images.chunks_exact_mut(image_len) {
-                random_crop_flip(image, 1, c, h, w, pad, rng);
+            Augmentation::Cutout => {
                 let cy = rng.random_range(0..h as u32) as usize;
                 let cx = rng.random_range(0..w as u32) as usize;
                 cutout(image, c, h, w, cy, cx, h / 2);
