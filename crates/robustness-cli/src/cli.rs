@@ -229,6 +229,15 @@ pub struct TrainArgs {
     /// and saves as its model; metrics also show the optimizer's own weights' accuracy.
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
+    /// Label smoothing of the training loss: the target puts 1 - S on the label and S spread
+    /// evenly over all classes (e.g. 0.1; PyTorch's `label_smoothing`).
+    #[arg(long, value_name = "S")]
+    pub label_smoothing: Option<f64>,
+    /// Mixup (Zhang et al. 2018): every batch is blended with a shuffled copy of itself,
+    /// lambda * x + (1 - lambda) * x', loss lambda * L(y) + (1 - lambda) * L(y'), one lambda ~
+    /// Beta(ALPHA, ALPHA) per batch (e.g. 0.2 or 1). Training accuracy counts the first label.
+    #[arg(long, value_name = "ALPHA")]
+    pub mixup: Option<f64>,
     #[command(flatten)]
     pub attack: AttackArgs,
     /// Print one JSON object with the results on stdout.

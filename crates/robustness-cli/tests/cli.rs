@@ -303,6 +303,67 @@ fn ema_runs_report_both_accuracies_and_say_when_the_warm_up_sets_the_average() {
 }
 
 #[test]
+fn mixup_and_label_smoothing_change_the_loss_are_recorded_and_still_learn() {
+    let dir = temp_dir("mixup");
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let train = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp",
+            "--epochs",
+            "2",
+            "--out",
+        ];
+        let out = path(out);
+        args.push(&out);
+        args.extend_from_slice(extra);
+        args.push("--json");
+        let res = run_ok(&args);
+        let v: Value = serde_json::from_slice(&res.stdout).expect("json");
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(out).join("config.json")).expect("config"),
+        )
+        .expect("config json");
+        (v, config)
+    };
+    let loss = |v: &Value| v["metrics"][0]["train_loss"].as_f64().expect("loss");
+    let (plain, plain_config) = train("plain", &[]);
+    assert!(plain_config.get("mixup").is_none() && plain_config.get("label_smoothing").is_none());
+    let (smooth, config) = train("smooth", &["--label-smoothing", "0.2"]);
+    assert_eq!(config["label_smoothing"], 0.2);
+    let (mixed, config) = train("mixed", &["--mixup", "0.4"]);
+    assert_eq!(config["mixup"], 0.4);
+    // Same seed, same first batches: only the loss (smoothing) or the images and loss (mixup)
+    // differ, so the first epoch's mean loss does too.
+    assert_ne!(loss(&plain), loss(&smooth));
+    assert_ne!(loss(&plain), loss(&mixed));
+    for v in [&smooth, &mixed] {
+        let acc = v["test_accuracy"].as_f64().expect("accuracy");
+        assert!(acc > 0.5, "10 classes, chance 0.1: {v}");
+    }
+    // The same flags again give the same run (the mix draws from the run's seed).
+    let (again, _) = train("mixed-again", &["--mixup", "0.4"]);
+    assert_eq!(loss(&mixed), loss(&again));
+    // Bad values and combinations are clean errors, before any training.
+    let out = path("bad");
+    let bad = |extra: &[&str], needle: &str| {
+        let mut args = vec!["train", "--dataset", "digits", "--out", &out];
+        args.extend_from_slice(extra);
+        assert_clean_error(&run(&args), needle);
+    };
+    bad(&["--mixup", "0"], "--mixup 0");
+    bad(&["--label-smoothing", "1"], "--label-smoothing 1");
+    bad(
+        &["--mixup", "0.2", "--adv-train"],
+        "--mixup with --adv-train",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error_naming_epoch_and_batch() {
     let dir = temp_dir("nan");
     let out = dir.to_string_lossy().into_owned();

@@ -215,6 +215,13 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
     if args.ema.is_some() {
         config.ema = args.ema;
     }
+    // Zero is the plain loss: recorded as no smoothing, so such a run resumes a plain one.
+    if let Some(s) = args.label_smoothing {
+        config.label_smoothing = (s != 0.0).then_some(s);
+    }
+    if args.mixup.is_some() {
+        config.mixup = args.mixup;
+    }
     if args.no_augment {
         config.augment = false;
     }

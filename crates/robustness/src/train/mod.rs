@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod ema;
 pub mod metrics;
+pub mod objective;
 mod parallel;
 pub mod schedule;
 pub mod sgd;
@@ -128,6 +129,14 @@ pub struct TrainConfig {
     /// JSON): no average.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<f64>,
+    /// Label smoothing of the training loss (`train --label-smoothing`, see [`objective`]);
+    /// `None` (left out of the JSON): plain cross-entropy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f64>,
+    /// Mixup's alpha (`train --mixup`: every batch blended with a shuffled copy of itself,
+    /// weight ~ Beta(alpha, alpha), see [`objective`]); `None` (left out of the JSON): no mixup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -151,6 +160,8 @@ impl Default for TrainConfig {
             constructed: None,
             train_limit: None,
             ema: None,
+            label_smoothing: None,
+            mixup: None,
         }
     }
 }
@@ -171,6 +182,26 @@ impl TrainConfig {
             return bad(format!(
                 "--ema {d}: the decay must be in (0, 1), e.g. 0.999"
             ));
+        }
+        if let Some(s) = self.label_smoothing
+            && !(0.0..1.0).contains(&s)
+        {
+            return bad(format!(
+                "--label-smoothing {s}: must be in [0, 1), e.g. 0.1"
+            ));
+        }
+        if let Some(alpha) = self.mixup {
+            if !(alpha.is_finite() && alpha > 0.0) {
+                return bad(format!(
+                    "--mixup {alpha}: alpha must be a positive number, e.g. 0.2 or 1"
+                ));
+            }
+            if self.adversarial.is_some() {
+                return bad(
+                    "--mixup with --adv-train is not supported: the attack would perturb blended images toward one of two labels"
+                        .into(),
+                );
+            }
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("--lr must be a positive number, got {}", self.lr));
@@ -427,10 +458,18 @@ pub fn train_on(
             .adversarial
             .as_ref()
             .map(Adversarial::training_attack);
-        for (b, batch) in batches.enumerate() {
+        for (b, mut batch) in batches.enumerate() {
             lr = policy.lr_at(epoch, b, batches_per_epoch);
             let n = batch.labels.len();
             let step_started = Instant::now();
+            // Mixup draws from a stream of its own, so runs without it draw what they did.
+            let mix = config
+                .mixup
+                .map(|alpha| {
+                    let mut rng = batch_rng(config.seed ^ 0x313C_0F00_0000_0000, epoch, b);
+                    objective::mix_batch(&mut batch.images, &batch.labels, alpha, &mut rng)
+                })
+                .transpose()?;
             // Slice r's attack stream; slice 0's is the one-device run's.
             let rng =
                 |r: usize| batch_rng(config.seed ^ 0xA77A_C4ED ^ ((r as u64) << 40), epoch, b);
@@ -438,7 +477,11 @@ pub fn train_on(
                 &model,
                 &replicas,
                 batch.images,
-                &batch.labels,
+                parallel::Targets::new(
+                    &batch.labels,
+                    mix.as_ref(),
+                    config.label_smoothing.unwrap_or(0.0) as f32,
+                ),
                 shape,
                 adv_attack.as_ref(),
                 &rng,

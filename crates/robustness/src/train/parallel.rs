@@ -10,9 +10,10 @@
 //! running statistics kept are those of the first device's slice (PyTorch's DDP without
 //! SyncBatchNorm does the same).
 
+use super::objective::{Mix, per_example_loss};
 use crate::attack::{self, AttackConfig};
 use crate::error::{Error, Result};
-use crate::models::{Classifier, ModelSpec, cross_entropy};
+use crate::models::{Classifier, ModelSpec};
 use crate::tensors;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -71,6 +72,49 @@ pub(crate) fn slice_sizes(n: usize, parts: usize) -> Vec<usize> {
 /// Where the step's attack draws its randomness: the stream of slice `r` of a batch.
 pub(crate) type SliceRng<'a> = &'a dyn Fn(usize) -> ChaCha8Rng;
 
+/// What one batch (or one slice of it) is fitted to.
+#[derive(Clone, Copy)]
+pub(crate) struct Targets<'a> {
+    /// Each example's label.
+    pub labels: &'a [usize],
+    /// Mixup's partner labels (as long as `labels`) and weight, when the batch was mixed.
+    pub mix: Option<(&'a [usize], f32)>,
+    /// Label smoothing (0: plain cross-entropy).
+    pub smoothing: f32,
+}
+
+impl<'a> Targets<'a> {
+    /// Plain labels, no mixup, no smoothing.
+    #[cfg(test)]
+    pub(crate) fn plain(labels: &'a [usize]) -> Self {
+        Self {
+            labels,
+            mix: None,
+            smoothing: 0.0,
+        }
+    }
+
+    /// `labels` with the batch's mix (if any) and smoothing.
+    pub(crate) fn new(labels: &'a [usize], mix: Option<&'a Mix>, smoothing: f32) -> Self {
+        Self {
+            labels,
+            mix: mix.map(|m| (m.partner_labels.as_slice(), m.lambda)),
+            smoothing,
+        }
+    }
+
+    /// Examples `start..start + len`.
+    fn slice(&self, start: usize, len: usize) -> Self {
+        Self {
+            labels: &self.labels[start..start + len],
+            mix: self
+                .mix
+                .map(|(partner, lambda)| (&partner[start..start + len], lambda)),
+            smoothing: self.smoothing,
+        }
+    }
+}
+
 /// The gradient of one batch's mean loss: on the main model's device alone when `replicas` is
 /// empty, otherwise data-parallel with the main model taking the first slice.
 #[allow(clippy::too_many_arguments)]
@@ -78,7 +122,7 @@ pub(crate) fn step(
     model: &Classifier,
     replicas: &[Replica],
     images: Vec<f32>,
-    labels: &[usize],
+    targets: Targets<'_>,
     shape: [usize; 3],
     attack: Option<&AttackConfig>,
     rng: SliceRng<'_>,
@@ -86,7 +130,7 @@ pub(crate) fn step(
     epoch: usize,
     b: usize,
 ) -> Result<StepOutput> {
-    let n = labels.len();
+    let n = targets.labels.len();
     let sizes = slice_sizes(n, replicas.len() + 1);
     let weight = |r: usize| sizes[r] as f32 / n as f32;
 
@@ -94,7 +138,7 @@ pub(crate) fn step(
         vec![slice_step(
             model,
             images,
-            labels,
+            targets,
             shape,
             1.0,
             attack,
@@ -114,7 +158,7 @@ pub(crate) fn step(
             let (start, len) = (starts[r], sizes[r]);
             (
                 images[start * image_len..(start + len) * image_len].to_vec(),
-                &labels[start..start + len],
+                targets.slice(start, len),
             )
         };
         let main_plain = device.clone().without_autodiff();
@@ -129,13 +173,13 @@ pub(crate) fn step(
                 .enumerate()
                 .map(|(i, (replica, copy))| {
                     let r = i + 1;
-                    let (images, labels) = slice(r);
+                    let (images, targets) = slice(r);
                     let (w, slice_rng, main) = (weight(r), rng(r), &main_plain);
                     scope.spawn(move || {
                         slice_step(
                             &copy,
                             images,
-                            labels,
+                            targets,
                             shape,
                             w,
                             attack,
@@ -146,11 +190,11 @@ pub(crate) fn step(
                     })
                 })
                 .collect();
-            let (images, labels) = slice(0);
+            let (images, targets) = slice(0);
             let mut results = vec![slice_step(
                 model,
                 images,
-                labels,
+                targets,
                 shape,
                 weight(0),
                 attack,
@@ -210,7 +254,7 @@ struct SliceOutput {
 fn slice_step(
     model: &Classifier,
     images: Vec<f32>,
-    labels: &[usize],
+    targets: Targets<'_>,
     [c, h, w]: [usize; 3],
     weight: f32,
     attack: Option<&AttackConfig>,
@@ -218,6 +262,7 @@ fn slice_step(
     device: &Device,
     main: Option<&Device>,
 ) -> Result<SliceOutput> {
+    let labels = targets.labels;
     let n = labels.len();
     let x = match attack {
         None => tensors::images(images, [n, c, h, w], device),
@@ -231,9 +276,15 @@ fn slice_step(
                 .autodiff()
         }
     };
-    let y = tensors::labels(labels, device);
     let logits = model.forward(x);
-    let loss = cross_entropy(logits.clone(), y).mean();
+    let loss = per_example_loss(
+        logits.clone(),
+        labels,
+        targets.mix,
+        targets.smoothing,
+        device,
+    )
+    .mean();
     let loss_value = tensors::to_vec(loss.clone())[0];
     // Weighting by the slice's share of the batch makes the replicas' gradients add up to the
     // whole batch's; one device (weight 1) keeps the plain mean, bit for bit.
@@ -290,61 +341,71 @@ mod tests {
         let batch = batch(10);
         let no_rng = |_: usize| ChaCha8Rng::seed_from_u64(0);
         let probe = tensors::images(batch.images.clone(), [10, 1, 8, 8], &cpu);
-        let one = step(
-            &model,
-            &[],
-            batch.images.clone(),
-            &batch.labels,
-            [1, 8, 8],
-            None,
-            &no_rng,
-            &device,
-            0,
-            0,
-        )
-        .expect("one device");
-        let replicas = [Replica::new(&spec, &cpu), Replica::new(&spec, &cpu)];
-        let three = step(
-            &model,
-            &replicas,
-            batch.images.clone(),
-            &batch.labels,
-            [1, 8, 8],
-            None,
-            &no_rng,
-            &device,
-            0,
-            0,
-        )
-        .expect("three devices");
-        assert_eq!(one.predictions, three.predictions);
-        assert!(
-            (one.loss - three.loss).abs() < 1e-5,
-            "{} {}",
-            one.loss,
-            three.loss
-        );
-        let before = tensors::to_vec(model.valid().forward(probe.clone()));
-        let a = after_step(&model, one.grads, &probe);
-        let b = after_step(&model, three.grads, &probe);
-        let moved = a
-            .iter()
-            .zip(&before)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            moved > 1e-2,
-            "the step must change the model (moved {moved})"
-        );
-        assert!(
-            diff < 1e-4 * moved.max(1.0),
-            "one device vs three: {diff} (moved {moved})"
-        );
+        // Plain labels, then mixup partners with label smoothing: each slice must get its own
+        // examples' partners.
+        let partners: Vec<usize> = batch.labels.iter().rev().copied().collect();
+        let mixed = Targets {
+            labels: &batch.labels,
+            mix: Some((&partners, 0.7)),
+            smoothing: 0.1,
+        };
+        for targets in [Targets::plain(&batch.labels), mixed] {
+            let one = step(
+                &model,
+                &[],
+                batch.images.clone(),
+                targets,
+                [1, 8, 8],
+                None,
+                &no_rng,
+                &device,
+                0,
+                0,
+            )
+            .expect("one device");
+            let replicas = [Replica::new(&spec, &cpu), Replica::new(&spec, &cpu)];
+            let three = step(
+                &model,
+                &replicas,
+                batch.images.clone(),
+                targets,
+                [1, 8, 8],
+                None,
+                &no_rng,
+                &device,
+                0,
+                0,
+            )
+            .expect("three devices");
+            assert_eq!(one.predictions, three.predictions);
+            assert!(
+                (one.loss - three.loss).abs() < 1e-5,
+                "{} {}",
+                one.loss,
+                three.loss
+            );
+            let before = tensors::to_vec(model.valid().forward(probe.clone()));
+            let a = after_step(&model, one.grads, &probe);
+            let b = after_step(&model, three.grads, &probe);
+            let moved = a
+                .iter()
+                .zip(&before)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                moved > 1e-2,
+                "the step must change the model (moved {moved})"
+            );
+            assert!(
+                diff < 1e-4 * moved.max(1.0),
+                "one device vs three: {diff} (moved {moved})"
+            );
+        }
     }
 
     #[test]
@@ -360,7 +421,7 @@ mod tests {
             &model,
             &[Replica::new(&spec, &cpu)],
             one.images,
-            &one.labels,
+            Targets::plain(&one.labels),
             [1, 8, 8],
             None,
             &no_rng,
