@@ -260,7 +260,7 @@ pub struct EvalArgs {
     /// Evaluation batch size.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Attack to evaluate against: pgd, fgsm, apgd-ce, apgd-dlr (none: clean accuracy only).
+    /// Attack to evaluate against: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, autoattack (APGD-CE then APGD-T; these two default to 100 steps from a random start). None: clean accuracy only.
     #[arg(long)]
     pub attack: Option<String>,
     #[command(flatten)]
@@ -305,7 +305,7 @@ pub struct AttackCmdArgs {
     /// Test-set indices, e.g. 0..16 or 3,7,9.
     #[arg(long, default_value = "0..16")]
     pub indices: String,
-    /// Attack: pgd, fgsm, apgd-ce, apgd-dlr.
+    /// Attack: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, autoattack.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
     #[command(flatten)]
@@ -554,7 +554,7 @@ pub struct TransferArgs {
     pub det_models: Vec<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Attack on the source: pgd, fgsm, apgd-ce, apgd-dlr.
+    /// Attack on the source: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, autoattack.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
     #[command(flatten)]

@@ -978,8 +978,9 @@ fn attacks_on_a_trained_digits_model() {
     assert!(eval["clean_accuracy"].as_f64().expect("clean") > 0.9);
     assert!(Path::new(&curve_dir).join("curve.png").is_file());
 
-    // Linf APGD and FGSM run through the same command.
-    for attack in ["apgd-ce", "apgd-dlr", "fgsm"] {
+    // Linf APGD, AutoAttack's and FGSM run through the same command.
+    let mut robust = std::collections::HashMap::new();
+    for attack in ["apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fgsm"] {
         let r = json_of(&run(&[
             "eval",
             "--checkpoint",
@@ -996,17 +997,22 @@ fn attacks_on_a_trained_digits_model() {
             "10",
             "--limit",
             "64",
+            "--random-start",
             "--json",
         ]));
         assert!(
             r["max_perturbation_norm"].as_f64().expect("norm") <= 0.1 + 1e-6,
             "{attack}"
         );
+        robust.insert(attack, r["robust_accuracy"].as_f64().expect("acc"));
         assert!(
             r["robust_accuracy"].as_f64().expect("acc")
                 < r["clean_accuracy"].as_f64().expect("clean")
         );
     }
+    // AutoAttack starts with the same APGD-CE run (same steps, same random start and stream)
+    // and only adds APGD-T's successes.
+    assert!(robust["autoattack"] <= robust["apgd-ce"], "{robust:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -47,7 +47,11 @@ pub fn run(args: AttackCmdArgs, device: &robustness::Device) -> Result<()> {
         [] => bail!("--eps is required"),
         _ => bail!("attack takes one --eps"),
     };
-    let mut config = attack_config(&args.attack_args, eps, AttackConfig::default())?;
+    let mut config = attack_config(
+        &args.attack_args,
+        eps,
+        kind.base_config(AttackConfig::default().steps),
+    )?;
     let targets: Vec<usize> = match &args.target {
         Some(t) => {
             let class = data::parse_classes(t, &test.class_names)?;

@@ -99,10 +99,8 @@ fn robust(
     if args.attack_args.eps.is_empty() {
         bail!("--attack needs --eps (one radius, or several separated by commas)");
     }
-    let base = AttackConfig {
-        steps: 20,
-        ..AttackConfig::default()
-    };
+    // AutoAttack's attacks default to its standard budget: 100 steps from a random start.
+    let base = kind.base_config(20);
     if let Some(spec) = &args.shard {
         return shard(args, spec, kind, model, test, seed, device, base);
     }

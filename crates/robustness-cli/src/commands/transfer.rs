@@ -46,7 +46,11 @@ pub fn run(args: TransferArgs, device: &robustness::Device) -> Result<()> {
         [] => 0.5,
         _ => bail!("transfer takes one --eps"),
     };
-    let config = attack_config(&args.attack_args, eps, AttackConfig::default())?;
+    let config = attack_config(
+        &args.attack_args,
+        eps,
+        kind.base_config(AttackConfig::default().steps),
+    )?;
     let mut progress = Examples::new("transfer");
     let report = transfer::transfer(
         &source,
@@ -129,7 +133,7 @@ pub fn run(args: TransferArgs, device: &robustness::Device) -> Result<()> {
         let md = format!(
             "# Transferability from {source_arch} ({})\n\n{} {} attack, eps {eps}, {} steps, on {} test images; the source itself: {} success.\n\n{table}",
             args.source.display(),
-            kind_name(kind),
+            AttackKind::name(kind),
             config.constraint,
             config.steps,
             report.examples,
@@ -155,13 +159,4 @@ pub fn run(args: TransferArgs, device: &robustness::Device) -> Result<()> {
     );
     outln!("{table}");
     Ok(())
-}
-
-fn kind_name(kind: AttackKind) -> &'static str {
-    match kind {
-        AttackKind::Pgd => "PGD",
-        AttackKind::Fgsm => "FGSM",
-        AttackKind::ApgdCe => "APGD-CE",
-        AttackKind::ApgdDlr => "APGD-DLR",
-    }
 }

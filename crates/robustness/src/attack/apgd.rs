@@ -4,7 +4,7 @@
 //! stalled, restarting from the best point found. It reuses the threat models' step and
 //! projection; its loop differs from PGD's (momentum, step-size schedule), so it is its own.
 
-use super::loss::{AttackLoss, LossKind};
+use super::loss::{AttackLoss, dlr_targeted};
 use super::threat::{Constraint, threat_model_in};
 use super::{AttackConfig, AttackOutput, loss_and_grad};
 use crate::error::{Error, Result};
@@ -44,13 +44,15 @@ fn per_example(values: &[f64], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(v, [values.len(), 1, 1, 1]), device)
 }
 
-/// APGD under the L-infinity or L2 threat model with cross-entropy or (untargeted) DLR.
+/// APGD under the L-infinity or L2 threat model, with any per-example loss (cross-entropy and
+/// DLR for APGD-CE / APGD-DLR, the targeted DLR of [`apgd_targeted`]): ascended, or descended
+/// toward `target` when `config.targeted`.
 pub fn apgd(
     model: &Classifier,
     x0: &Tensor<4>,
     target: &Tensor<1, Int>,
     config: &AttackConfig,
-    loss_kind: LossKind,
+    loss: &dyn AttackLoss,
     rng: &mut ChaCha8Rng,
 ) -> Result<AttackOutput> {
     config.validate()?;
@@ -60,11 +62,6 @@ pub fn apgd(
             config.constraint
         )));
     }
-    if config.targeted && loss_kind == LossKind::Dlr {
-        return Err(Error::Config(
-            "APGD-DLR is untargeted here; use apgd-ce for targeted attacks".into(),
-        ));
-    }
     let model = model.for_inference();
     let threat = threat_model_in(
         config.constraint,
@@ -72,7 +69,6 @@ pub fn apgd(
         config.l1_sparsity,
         model.takes_images(),
     );
-    let loss: &dyn AttackLoss = &loss_kind;
     let sign = if config.targeted { -1.0 } else { 1.0 };
     let device = x0.device();
     let [b, _, _, _] = x0.dims();
@@ -179,6 +175,101 @@ pub fn apgd(
         });
     }
     Ok(best.expect("at least one run"))
+}
+
+/// AutoAttack's number of target classes for APGD-T (Croce & Hein 2020, the standard version).
+pub const APGD_T_TARGETS: usize = 9;
+
+/// APGD-T (Croce & Hein 2020; AutoAttack's targeted APGD): for the classes ranked 2nd, 3rd, ...
+/// (up to `targets` of them, at most classes - 1) by each example's clean logits, one APGD run
+/// ascending the targeted DLR loss ([`dlr_targeted`]) toward that class, each run only on the
+/// examples that no earlier run (and not the clean input) has made misclassified. Untargeted in
+/// what it reports: per example, the first adversarial input that is misclassified, else the
+/// last run's. x0: [B, C, H, W] in [0, 1]; y: true labels [B]; `config.targeted` must be false.
+/// `after`: an earlier attack's output on the same batch (AutoAttack's APGD-CE): the examples
+/// it misclassifies keep its inputs and are not attacked again; the others start, like every
+/// run, from x0.
+pub fn apgd_targeted(
+    model: &Classifier,
+    x0: &Tensor<4>,
+    y: &Tensor<1, Int>,
+    config: &AttackConfig,
+    targets: usize,
+    after: Option<AttackOutput>,
+    rng: &mut ChaCha8Rng,
+) -> Result<AttackOutput> {
+    if config.targeted {
+        return Err(Error::Config(
+            "APGD-T chooses its own target classes; it takes the true labels, not --target".into(),
+        ));
+    }
+    let model = model.for_inference();
+    let device = x0.device();
+    let [b, c, h, w] = x0.dims();
+    let per = c * h * w;
+    let labels: Vec<usize> = y
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| Error::Config(format!("APGD-T: reading the labels: {e:?}")))?
+        .into_iter()
+        .map(|v| v as usize)
+        .collect();
+    let clean = model.forward(x0.clone());
+    let [_, classes] = clean.dims();
+    // Each example's classes by decreasing clean logit.
+    let ranked: Vec<Vec<usize>> = tensors::to_vec(clean)
+        .chunks(classes)
+        .map(|row| {
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            order
+        })
+        .collect();
+    let (mut adv, mut losses, pred) = match after {
+        Some(out) => {
+            let pred = tensors::argmax_rows(model.forward(out.adv.clone()));
+            (tensors::to_vec(out.adv), tensors::to_vec(out.loss), pred)
+        }
+        None => (
+            tensors::to_vec(x0.clone()),
+            vec![0f32; b],
+            ranked.iter().map(|r| r[0]).collect(),
+        ),
+    };
+    let mut fooled: Vec<bool> = pred.iter().zip(&labels).map(|(p, l)| p != l).collect();
+    // by_rank[r][i]: example i's (r + 1)-th most likely class; APGD-T targets ranks 1, 2, ...
+    let by_rank: Vec<Vec<usize>> = (0..classes)
+        .map(|r| ranked.iter().map(|order| order[r]).collect())
+        .collect();
+    for column in by_rank.iter().skip(1).take(targets) {
+        let remaining: Vec<usize> = (0..b).filter(|&i| !fooled[i]).collect();
+        if remaining.is_empty() {
+            break;
+        }
+        let index = tensors::labels(&remaining, &device);
+        let xs = x0.clone().select(0, index.clone());
+        let ys = y.clone().select(0, index);
+        let goal: Vec<usize> = remaining.iter().map(|&i| column[i]).collect();
+        let goal = tensors::labels(&goal, &device);
+        let loss = move |m: &Classifier, x: Tensor<4>, y: &Tensor<1, Int>| {
+            dlr_targeted(m.forward(x), y, &goal)
+        };
+        let out = apgd(&model, &xs, &ys, config, &loss, rng)?;
+        let pred = tensors::argmax_rows(model.forward(out.adv.clone()));
+        let rows = tensors::to_vec(out.adv);
+        let run_losses = tensors::to_vec(out.loss);
+        for (j, &i) in remaining.iter().enumerate() {
+            adv[i * per..(i + 1) * per].copy_from_slice(&rows[j * per..(j + 1) * per]);
+            losses[i] = run_losses[j];
+            fooled[i] = pred[j] != labels[i];
+        }
+    }
+    Ok(AttackOutput {
+        adv: tensors::images(adv, [b, c, h, w], &device),
+        loss: Tensor::from_data(TensorData::new(losses, [b]), &device),
+    })
 }
 
 #[cfg(test)]

@@ -68,6 +68,30 @@ impl AttackLoss for LossKind {
     }
 }
 
+/// The targeted DLR loss of APGD-T (Croce & Hein 2020, eq. 6), to be maximised:
+/// `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`, with `pi` the classes sorted by
+/// decreasing logit. logits: [B, K]; y: true labels [B]; t: target classes [B]; returns [B].
+/// With fewer than 4 classes the denominator does not exist; the loss is then the plain
+/// margin `z_t - z_y` (with 2 classes the only target is the other class, so the direction is
+/// that of every untargeted margin loss).
+pub fn dlr_targeted(logits: Tensor<2>, y: &Tensor<1, Int>, t: &Tensor<1, Int>) -> Tensor<1> {
+    let [b, k] = logits.dims();
+    let pick = |labels: &Tensor<1, Int>| {
+        logits
+            .clone()
+            .gather(1, labels.clone().reshape([b, 1]))
+            .reshape([b])
+    };
+    let margin = pick(t) - pick(y);
+    if k < 4 {
+        return margin;
+    }
+    let sorted = logits.clone().sort_descending(1);
+    let at = |r: usize| sorted.clone().narrow(1, r, 1).reshape([b]);
+    let scale = at(0) - (at(2) + at(3)).mul_scalar(0.5);
+    margin / scale.add_scalar(1e-12)
+}
+
 /// logits [B, K] -> (z_target [B], max_{j != target} z_j [B]).
 fn own_and_best_other(logits: Tensor<2>, target: &Tensor<1, Int>) -> (Tensor<1>, Tensor<1>) {
     let [b, k] = logits.dims();

@@ -35,6 +35,49 @@ pub enum AttackKind {
     ApgdCe,
     /// APGD with the DLR loss.
     ApgdDlr,
+    /// APGD-T: APGD with the targeted DLR loss toward each of the 9 most likely other classes
+    /// in turn (AutoAttack's targeted APGD).
+    ApgdT,
+    /// AutoAttack's gradient-based attacks in sequence: APGD-CE, then APGD-T on what it left
+    /// correctly classified (per example, the first adversarial input found).
+    AutoAttack,
+}
+
+impl AttackKind {
+    /// The attack's usual name, e.g. "APGD-CE".
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::Pgd => "PGD",
+            AttackKind::Fgsm => "FGSM",
+            AttackKind::ApgdCe => "APGD-CE",
+            AttackKind::ApgdDlr => "APGD-DLR",
+            AttackKind::ApgdT => "APGD-T",
+            AttackKind::AutoAttack => "AutoAttack (APGD-CE + APGD-T)",
+        }
+    }
+
+    /// Whether this is one of AutoAttack's attacks, whose standard budget (100 steps, a random
+    /// start) the commands use unless told otherwise.
+    pub fn is_autoattack(self) -> bool {
+        matches!(self, AttackKind::ApgdT | AttackKind::AutoAttack)
+    }
+
+    /// The settings a command starts from before its flags: `steps` steps, or AutoAttack's
+    /// standard budget (100 steps from a random start) for its attacks.
+    pub fn base_config(self, steps: usize) -> AttackConfig {
+        if self.is_autoattack() {
+            AttackConfig {
+                steps: 100,
+                random_start: true,
+                ..AttackConfig::default()
+            }
+        } else {
+            AttackConfig {
+                steps,
+                ..AttackConfig::default()
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for AttackKind {
@@ -45,8 +88,10 @@ impl std::str::FromStr for AttackKind {
             "fgsm" => Ok(AttackKind::Fgsm),
             "apgd-ce" | "apgd" => Ok(AttackKind::ApgdCe),
             "apgd-dlr" => Ok(AttackKind::ApgdDlr),
+            "apgd-t" => Ok(AttackKind::ApgdT),
+            "autoattack" | "aa" => Ok(AttackKind::AutoAttack),
             other => Err(format!(
-                "unknown attack '{other}': expected pgd, fgsm, apgd-ce or apgd-dlr"
+                "unknown attack '{other}': expected pgd, fgsm, apgd-ce, apgd-dlr, apgd-t or autoattack"
             )),
         }
     }
@@ -316,8 +361,32 @@ pub fn attack_batch(
             };
             pgd(model, x0, target, &fgsm, &fgsm.loss, rng)
         }
-        AttackKind::ApgdCe => apgd::apgd(model, x0, target, config, LossKind::CrossEntropy, rng),
-        AttackKind::ApgdDlr => apgd::apgd(model, x0, target, config, LossKind::Dlr, rng),
+        AttackKind::ApgdCe => apgd::apgd(model, x0, target, config, &LossKind::CrossEntropy, rng),
+        AttackKind::ApgdDlr if config.targeted => Err(Error::Config(
+            "APGD-DLR is untargeted here; use apgd-ce for targeted attacks".into(),
+        )),
+        AttackKind::ApgdDlr => apgd::apgd(model, x0, target, config, &LossKind::Dlr, rng),
+        AttackKind::ApgdT => {
+            apgd::apgd_targeted(model, x0, target, config, apgd::APGD_T_TARGETS, None, rng)
+        }
+        AttackKind::AutoAttack => {
+            if config.targeted {
+                return Err(Error::Config(
+                    "AutoAttack is untargeted: it takes the true labels".into(),
+                ));
+            }
+            let model = model.for_inference();
+            let first = apgd::apgd(&model, x0, target, config, &LossKind::CrossEntropy, rng)?;
+            apgd::apgd_targeted(
+                &model,
+                x0,
+                target,
+                config,
+                apgd::APGD_T_TARGETS,
+                Some(first),
+                rng,
+            )
+        }
     }
 }
 

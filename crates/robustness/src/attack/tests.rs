@@ -354,7 +354,7 @@ fn apgd_stays_in_the_ball_and_is_at_least_as_strong_as_its_start() {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(15);
         let out =
-            apgd::apgd(&model, &x0, &y, &config, LossKind::CrossEntropy, &mut rng).expect("apgd");
+            apgd::apgd(&model, &x0, &y, &config, &LossKind::CrossEntropy, &mut rng).expect("apgd");
         let threat = threat_model(constraint, eps, 0.01);
         for n in tensors::to_vec(threat.norm(out.adv.clone() - x0.clone())) {
             assert!(n as f64 <= eps + 1e-5, "{constraint}: {n}");
@@ -404,5 +404,166 @@ fn attacks_on_non_image_inputs_are_not_clamped_to_the_image_box() {
             norms.iter().all(|&n| n <= 0.5 + 1e-5 && n > 0.1),
             "{norms:?}"
         );
+    }
+}
+
+#[test]
+fn targeted_dlr_matches_its_formula_and_falls_back_to_the_margin_below_four_classes() {
+    let dev = device();
+    let logits = Tensor::<2>::from_data(
+        TensorData::new(vec![3.0f32, 1.0, 0.5, -1.0, 0.0, 2.0, -2.0, 4.0], [2, 4]),
+        &dev,
+    );
+    let y = tensors::labels(&[1, 3], &dev);
+    let t = tensors::labels(&[0, 1], &dev);
+    let got = tensors::to_vec(loss::dlr_targeted(logits, &y, &t));
+    // Row 0: sorted 3, 1, 0.5, -1: -(1 - 3) / (3 - (0.5 - 1) / 2). Row 1: sorted 4, 2, 0, -2:
+    // -(4 - 2) / (4 - (0 - 2) / 2).
+    let want = [2.0 / 3.25, -2.0 / 5.0];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+    let two = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, 2.0], [1, 2]), &dev);
+    let got = tensors::to_vec(loss::dlr_targeted(
+        two,
+        &tensors::labels(&[1], &dev),
+        &tensors::labels(&[0], &dev),
+    ));
+    assert!((got[0] - (0.5 - 2.0)).abs() < 1e-6, "{got:?}");
+}
+
+/// A 10-class MLP on 1x4x4 inputs and 40 random inputs labelled with its own clean
+/// predictions, except the first 4, labelled wrongly.
+fn ten_class_batch() -> (Classifier, Tensor<4>, Vec<usize>) {
+    let dev = device().autodiff();
+    dev.seed(21);
+    let spec = ModelSpec {
+        arch: Arch::Mlp,
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 10,
+        mean: vec![0.5],
+        std: vec![0.25],
+        images: true,
+    };
+    let model = Classifier::new(&spec, &dev).for_inference();
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let x0 = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..40 * 16)
+                .map(|_| rng.random::<f32>())
+                .collect::<Vec<_>>(),
+            [40, 1, 4, 4],
+        ),
+        &device(),
+    );
+    let mut labels = tensors::argmax_rows(model.forward(x0.clone()));
+    for l in labels.iter_mut().take(4) {
+        *l = (*l + 1) % 10;
+    }
+    (model, x0, labels)
+}
+
+#[test]
+fn apgd_t_stays_in_the_ball_and_leaves_misclassified_inputs_alone() {
+    let (model, x0, labels) = ten_class_batch();
+    let y = tensors::labels(&labels, &device());
+    let eps = 0.3;
+    let config = AttackKind::ApgdT.base_config(20);
+    let config = AttackConfig {
+        eps,
+        steps: 10,
+        ..config
+    };
+    let out = attack_batch(
+        AttackKind::ApgdT,
+        &model,
+        &x0,
+        &y,
+        &config,
+        &mut ChaCha8Rng::seed_from_u64(3),
+    )
+    .expect("apgd-t");
+    let threat = threat_model(Constraint::L2, eps, 0.01);
+    let norms = tensors::to_vec(threat.norm(out.adv.clone() - x0.clone()));
+    assert!(norms.iter().all(|&n| n as f64 <= eps + 1e-5), "{norms:?}");
+    assert!(in_unit_box(&out.adv));
+    // The 4 wrongly labelled inputs are already "misclassified": not attacked.
+    assert!(norms[..4].iter().all(|&n| n == 0.0), "{norms:?}");
+    assert!(norms[4..].iter().any(|&n| n > 0.1), "{norms:?}");
+    // Targeted runs need true labels.
+    let targeted = AttackConfig {
+        targeted: true,
+        ..config
+    };
+    let err = attack_batch(
+        AttackKind::AutoAttack,
+        &model,
+        &x0,
+        &y,
+        &targeted,
+        &mut ChaCha8Rng::seed_from_u64(3),
+    );
+    assert!(err.is_err());
+}
+
+#[test]
+fn autoattack_fools_everything_apgd_ce_fools_and_more() {
+    let (model, x0, labels) = ten_class_batch();
+    let y = tensors::labels(&labels, &device());
+    let config = AttackConfig {
+        eps: 0.15,
+        steps: 10,
+        ..AttackKind::AutoAttack.base_config(20)
+    };
+    let wrong = |adv: Tensor<4>| -> Vec<bool> {
+        tensors::argmax_rows(model.forward(adv))
+            .iter()
+            .zip(&labels)
+            .map(|(p, l)| p != l)
+            .collect()
+    };
+    // The same stream: AutoAttack's first stage is this APGD-CE run.
+    let ce = attack_batch(
+        AttackKind::ApgdCe,
+        &model,
+        &x0,
+        &y,
+        &config,
+        &mut ChaCha8Rng::seed_from_u64(5),
+    )
+    .expect("apgd-ce");
+    let aa = attack_batch(
+        AttackKind::AutoAttack,
+        &model,
+        &x0,
+        &y,
+        &config,
+        &mut ChaCha8Rng::seed_from_u64(5),
+    )
+    .expect("autoattack");
+    let (ce_wrong, aa_wrong) = (wrong(ce.adv.clone()), wrong(aa.adv.clone()));
+    let ce_rows = tensors::to_vec(ce.adv);
+    let aa_rows = tensors::to_vec(aa.adv.clone());
+    for i in 0..labels.len() {
+        if ce_wrong[i] {
+            assert!(
+                aa_wrong[i],
+                "example {i}: fooled by APGD-CE, not by AutoAttack"
+            );
+            assert_eq!(ce_rows[i * 16..(i + 1) * 16], aa_rows[i * 16..(i + 1) * 16]);
+        }
+    }
+    let count = |v: &[bool]| v.iter().filter(|&&w| w).count();
+    assert!(
+        count(&aa_wrong) > count(&ce_wrong),
+        "APGD-T added nothing: {} vs {}",
+        count(&aa_wrong),
+        count(&ce_wrong)
+    );
+    let threat = threat_model(Constraint::L2, 0.15, 0.01);
+    for n in tensors::to_vec(threat.norm(aa.adv - x0)) {
+        assert!(n as f64 <= 0.15 + 1e-5);
     }
 }
