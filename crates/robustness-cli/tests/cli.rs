@@ -978,9 +978,16 @@ fn attacks_on_a_trained_digits_model() {
     assert!(eval["clean_accuracy"].as_f64().expect("clean") > 0.9);
     assert!(Path::new(&curve_dir).join("curve.png").is_file());
 
-    // Linf APGD, AutoAttack's and FGSM run through the same command.
+    // Linf APGD, AutoAttack's, Square and FGSM run through the same command.
     let mut robust = std::collections::HashMap::new();
-    for attack in ["apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fgsm"] {
+    for attack in [
+        "apgd-ce",
+        "apgd-dlr",
+        "apgd-t",
+        "square",
+        "autoattack",
+        "fgsm",
+    ] {
         let r = json_of(&run(&[
             "eval",
             "--checkpoint",
@@ -998,6 +1005,8 @@ fn attacks_on_a_trained_digits_model() {
             "--limit",
             "64",
             "--random-start",
+            "--queries",
+            "300",
             "--json",
         ]));
         assert!(
@@ -1011,8 +1020,21 @@ fn attacks_on_a_trained_digits_model() {
         );
     }
     // AutoAttack starts with the same APGD-CE run (same steps, same random start and stream)
-    // and only adds APGD-T's successes.
+    // and only adds APGD-T's and Square's successes.
     assert!(robust["autoattack"] <= robust["apgd-ce"], "{robust:?}");
+    // Training has no use for the Square attack's budget.
+    assert_clean_error(
+        &run(&[
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--queries",
+            "10",
+        ]),
+        "--queries",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

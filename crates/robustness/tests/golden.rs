@@ -119,6 +119,7 @@ fn pgd_matches_the_reference_library() {
             early_stop: false,
             loss: LossKind::CrossEntropy,
             l1_sparsity: 0.01,
+            queries: None,
         };
         let target = tensors::labels(&usizes(&case["target"]), &device);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -206,6 +206,7 @@ pub fn attack_config(args: &AttackArgs, eps: f64, base: AttackConfig) -> Result<
         early_stop: args.early_stop,
         loss: args.loss.parse().map_err(anyhow::Error::msg)?,
         l1_sparsity: args.l1_sparsity,
+        queries: args.queries,
     };
     config.validate()?;
     Ok(config)

@@ -239,6 +239,11 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
             AugmentArg::Cutout => Augmentation::Cutout,
         };
     }
+    if args.attack.queries.is_some() {
+        anyhow::bail!(
+            "--queries sets the Square attack's budget (eval/attack --attack square|autoattack); training does not use it"
+        );
+    }
     if args.adv_train {
         let constraint = constraint_of(&args.attack)?;
         if args.attack.eps.len() > 1 {

@@ -1,7 +1,8 @@
 //! Adversarial attacks. [`pgd`] is the one projected-gradient loop (start, step, project,
 //! clamp, keep-best, restarts, targeted sign) that every attack and data-set construction uses;
 //! a threat model ([`threat`]) supplies the geometry and a loss ([`loss`]) the objective. FGSM is
-//! PGD with one step. APGD ([`apgd`]) is Croce & Hein's step-size-adaptive variant.
+//! PGD with one step. APGD ([`apgd`]) is Croce & Hein's step-size-adaptive variant; Square
+//! ([`square`]) the gradient-free random search that completes AutoAttack's checks.
 //!
 //! Attacks run on batches in pixel space [0, 1] (normalisation is inside the model), on the
 //! model in inference mode (batch norm uses its running statistics and is never updated), and
@@ -9,6 +10,7 @@
 
 pub mod apgd;
 pub mod loss;
+pub mod square;
 pub mod threat;
 pub mod transfer;
 
@@ -38,8 +40,12 @@ pub enum AttackKind {
     /// APGD-T: APGD with the targeted DLR loss toward each of the 9 most likely other classes
     /// in turn (AutoAttack's targeted APGD).
     ApgdT,
-    /// AutoAttack's gradient-based attacks in sequence: APGD-CE, then APGD-T on what it left
-    /// correctly classified (per example, the first adversarial input found).
+    /// The Square Attack (Andriushchenko et al. 2020): gradient-free random search on the
+    /// margin, untargeted, L-infinity or L2.
+    Square,
+    /// AutoAttack's attacks in sequence: APGD-CE, then APGD-T on what it left correctly
+    /// classified, then Square on what is still correct (per example, the first adversarial
+    /// input found). AutoAttack's FAB-T is not implemented.
     AutoAttack,
 }
 
@@ -52,14 +58,18 @@ impl AttackKind {
             AttackKind::ApgdCe => "APGD-CE",
             AttackKind::ApgdDlr => "APGD-DLR",
             AttackKind::ApgdT => "APGD-T",
-            AttackKind::AutoAttack => "AutoAttack (APGD-CE + APGD-T)",
+            AttackKind::Square => "Square",
+            AttackKind::AutoAttack => "AutoAttack (APGD-CE + APGD-T + Square)",
         }
     }
 
     /// Whether this is one of AutoAttack's attacks, whose standard budget (100 steps, a random
-    /// start) the commands use unless told otherwise.
+    /// start; Square: 5,000 queries) the commands use unless told otherwise.
     pub fn is_autoattack(self) -> bool {
-        matches!(self, AttackKind::ApgdT | AttackKind::AutoAttack)
+        matches!(
+            self,
+            AttackKind::ApgdT | AttackKind::Square | AttackKind::AutoAttack
+        )
     }
 
     /// The settings a command starts from before its flags: `steps` steps, or AutoAttack's
@@ -89,9 +99,10 @@ impl std::str::FromStr for AttackKind {
             "apgd-ce" | "apgd" => Ok(AttackKind::ApgdCe),
             "apgd-dlr" => Ok(AttackKind::ApgdDlr),
             "apgd-t" => Ok(AttackKind::ApgdT),
+            "square" => Ok(AttackKind::Square),
             "autoattack" | "aa" => Ok(AttackKind::AutoAttack),
             other => Err(format!(
-                "unknown attack '{other}': expected pgd, fgsm, apgd-ce, apgd-dlr, apgd-t or autoattack"
+                "unknown attack '{other}': expected pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, square or autoattack"
             )),
         }
     }
@@ -124,6 +135,9 @@ pub struct AttackConfig {
     pub loss: LossKind,
     /// L1 only: fraction of coordinates a step moves.
     pub l1_sparsity: f64,
+    /// Square attack only: queries per example (`None`: AutoAttack's 5,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queries: Option<usize>,
 }
 
 impl Default for AttackConfig {
@@ -140,6 +154,7 @@ impl Default for AttackConfig {
             early_stop: false,
             loss: LossKind::CrossEntropy,
             l1_sparsity: 0.01,
+            queries: None,
         }
     }
 }
@@ -184,6 +199,9 @@ impl AttackConfig {
         }
         if !(self.l1_sparsity > 0.0 && self.l1_sparsity <= 1.0) {
             return Err(Error::Config("L1 sparsity must be in (0, 1]".into()));
+        }
+        if self.queries == Some(0) {
+            return Err(Error::Config("--queries must be at least 1".into()));
         }
         Ok(())
     }
@@ -342,6 +360,51 @@ fn done_mask(
     if targeted { hit } else { hit.bool_not() }
 }
 
+/// Runs `attack` on the examples that `prev` leaves correctly classified (from their clean
+/// inputs, with their labels) and keeps its result where it misclassifies them; every other
+/// example keeps `prev`'s input and loss. For chaining untargeted attacks, AutoAttack-style.
+fn on_still_correct(
+    model: &Classifier,
+    x0: &Tensor<4>,
+    y: &Tensor<1, Int>,
+    prev: AttackOutput,
+    attack: impl FnOnce(&Tensor<4>, &Tensor<1, Int>) -> Result<AttackOutput>,
+) -> Result<AttackOutput> {
+    let device = x0.device();
+    let [b, c, h, w] = x0.dims();
+    let per = c * h * w;
+    let labels: Vec<i64> = y
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| Error::Config(format!("reading the labels: {e:?}")))?;
+    let pred = tensors::argmax_rows(model.forward(prev.adv.clone()));
+    let remaining: Vec<usize> = (0..b).filter(|&i| pred[i] as i64 == labels[i]).collect();
+    if remaining.is_empty() {
+        return Ok(prev);
+    }
+    let index = tensors::labels(&remaining, &device);
+    let out = attack(
+        &x0.clone().select(0, index.clone()),
+        &y.clone().select(0, index),
+    )?;
+    let new_pred = tensors::argmax_rows(model.forward(out.adv.clone()));
+    let (rows, new_loss) = (tensors::to_vec(out.adv), tensors::to_vec(out.loss));
+    let mut adv = tensors::to_vec(prev.adv);
+    let mut loss = tensors::to_vec(prev.loss);
+    for (j, &i) in remaining.iter().enumerate() {
+        if new_pred[j] as i64 != labels[i] {
+            adv[i * per..(i + 1) * per].copy_from_slice(&rows[j * per..(j + 1) * per]);
+            loss[i] = new_loss[j];
+        }
+    }
+    Ok(AttackOutput {
+        adv: tensors::images(adv, [b, c, h, w], &device),
+        loss: Tensor::from_data(TensorData::new(loss, [b]), &device),
+    })
+}
+
 /// Runs any attack kind on one batch.
 pub fn attack_batch(
     kind: AttackKind,
@@ -369,6 +432,14 @@ pub fn attack_batch(
         AttackKind::ApgdT => {
             apgd::apgd_targeted(model, x0, target, config, apgd::APGD_T_TARGETS, None, rng)
         }
+        AttackKind::Square => square::square(
+            model,
+            x0,
+            target,
+            config,
+            config.queries.unwrap_or(square::SQUARE_QUERIES),
+            rng,
+        ),
         AttackKind::AutoAttack => {
             if config.targeted {
                 return Err(Error::Config(
@@ -377,7 +448,7 @@ pub fn attack_batch(
             }
             let model = model.for_inference();
             let first = apgd::apgd(&model, x0, target, config, &LossKind::CrossEntropy, rng)?;
-            apgd::apgd_targeted(
+            let second = apgd::apgd_targeted(
                 &model,
                 x0,
                 target,
@@ -385,7 +456,15 @@ pub fn attack_batch(
                 apgd::APGD_T_TARGETS,
                 Some(first),
                 rng,
-            )
+            )?;
+            if !model.takes_images() {
+                // Square perturbs image windows; on feature vectors AutoAttack ends here.
+                return Ok(second);
+            }
+            let queries = config.queries.unwrap_or(square::SQUARE_QUERIES);
+            on_still_correct(&model, x0, target, second, |x, y| {
+                square::square(&model, x, y, config, queries, rng)
+            })
         }
     }
 }

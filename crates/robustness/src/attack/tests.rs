@@ -515,6 +515,7 @@ fn autoattack_fools_everything_apgd_ce_fools_and_more() {
     let config = AttackConfig {
         eps: 0.15,
         steps: 10,
+        queries: Some(300),
         ..AttackKind::AutoAttack.base_config(20)
     };
     let wrong = |adv: Tensor<4>| -> Vec<bool> {
@@ -565,5 +566,85 @@ fn autoattack_fools_everything_apgd_ce_fools_and_more() {
     let threat = threat_model(Constraint::L2, 0.15, 0.01);
     for n in tensors::to_vec(threat.norm(aa.adv - x0)) {
         assert!(n as f64 <= 0.15 + 1e-5);
+    }
+}
+
+#[test]
+fn square_stays_in_the_ball_reports_its_margin_fools_some_and_repeats_with_its_seed() {
+    let (model, x0, labels) = ten_class_batch();
+    let y = tensors::labels(&labels, &device());
+    for (constraint, eps) in [(Constraint::Linf, 0.1), (Constraint::L2, 0.3)] {
+        let config = AttackConfig {
+            constraint,
+            eps,
+            queries: Some(300),
+            ..AttackKind::Square.base_config(20)
+        };
+        let run_with = |queries: usize, seed: u64| {
+            let config = AttackConfig {
+                queries: Some(queries),
+                ..config.clone()
+            };
+            attack_batch(
+                AttackKind::Square,
+                &model,
+                &x0,
+                &y,
+                &config,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+            .expect("square")
+        };
+        let run = |seed: u64| run_with(300, seed);
+        let out = run(7);
+        // One query is the random start alone (drawn first from the same stream): the search
+        // never loses ground on it and fools more.
+        let start = run_with(1, 7);
+        let fooled = |loss: &[f32]| loss.iter().filter(|&&l| l >= 0.0).count();
+        let (start_loss, loss) = (
+            tensors::to_vec(start.loss),
+            tensors::to_vec(out.loss.clone()),
+        );
+        for (i, (a, b)) in loss.iter().zip(&start_loss).enumerate() {
+            assert!(
+                a >= b,
+                "{constraint}, example {i}: {a} below its start's {b}"
+            );
+        }
+        assert!(
+            fooled(&loss) > fooled(&start_loss),
+            "{constraint}: the search fooled no more than its start ({} of 40)",
+            fooled(&start_loss)
+        );
+        let threat = threat_model(constraint, eps, 0.01);
+        for n in tensors::to_vec(threat.norm(out.adv.clone() - x0.clone())) {
+            assert!(n as f64 <= eps + 1e-5, "{constraint}: norm {n} > {eps}");
+        }
+        assert!(in_unit_box(&out.adv), "{constraint}: left [0, 1]");
+        // The reported loss is the negated margin at the returned input.
+        let logits = tensors::to_vec(model.forward(out.adv.clone()));
+        let loss = tensors::to_vec(out.loss.clone());
+        let mut wrong = 0;
+        for (i, &label) in labels.iter().enumerate() {
+            let row = &logits[i * 10..(i + 1) * 10];
+            let other = (0..10)
+                .filter(|&j| j != label)
+                .map(|j| row[j])
+                .fold(f32::NEG_INFINITY, f32::max);
+            assert!(
+                (loss[i] - (other - row[label])).abs() < 1e-4,
+                "{constraint}, example {i}: loss {} against margin {}",
+                loss[i],
+                row[label] - other
+            );
+            wrong += usize::from(other >= row[label]);
+        }
+        // Four labels are wrong from the start; the search must fool more than those.
+        assert!(wrong > 8, "{constraint}: only {wrong} of 40 misclassified");
+        assert_eq!(
+            tensors::to_vec(run(7).adv),
+            tensors::to_vec(out.adv),
+            "{constraint}: not deterministic"
+        );
     }
 }
