@@ -220,6 +220,8 @@ fn robust(
             "step_size": config.step(),
             "restarts": config.restarts,
             "random_start": config.random_start,
+            "queries": matches!(kind, AttackKind::Square | AttackKind::AutoAttack)
+                .then(|| config.queries.unwrap_or(attack::square::SQUARE_QUERIES)),
             "examples": first.examples,
             "seconds": seconds,
             "checkpoint": args.checkpoint[0],
