@@ -23,6 +23,19 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("a converted f32 tensor yields f32 values")
 }
 
+/// Class labels [N] -> their values on the host.
+pub fn label_values(labels: &Tensor<1, Int>) -> Vec<usize> {
+    labels
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("a converted i64 tensor yields i64 values")
+        .into_iter()
+        .map(|v| v as usize)
+        .collect()
+}
+
 /// logits: [N, K] -> the arg-max class of each row, on the host.
 pub fn argmax_rows(logits: Tensor<2>) -> Vec<usize> {
     let [_, k] = logits.dims();

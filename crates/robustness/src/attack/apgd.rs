@@ -207,15 +207,7 @@ pub fn apgd_targeted(
     let device = x0.device();
     let [b, c, h, w] = x0.dims();
     let per = c * h * w;
-    let labels: Vec<usize> = y
-        .clone()
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| Error::Config(format!("APGD-T: reading the labels: {e:?}")))?
-        .into_iter()
-        .map(|v| v as usize)
-        .collect();
+    let labels = tensors::label_values(y);
     let clean = model.forward(x0.clone());
     let [_, classes] = clean.dims();
     // Each example's classes by decreasing clean logit.

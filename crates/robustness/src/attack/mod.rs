@@ -373,14 +373,9 @@ fn on_still_correct(
     let device = x0.device();
     let [b, c, h, w] = x0.dims();
     let per = c * h * w;
-    let labels: Vec<i64> = y
-        .clone()
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| Error::Config(format!("reading the labels: {e:?}")))?;
+    let labels = tensors::label_values(y);
     let pred = tensors::argmax_rows(model.forward(prev.adv.clone()));
-    let remaining: Vec<usize> = (0..b).filter(|&i| pred[i] as i64 == labels[i]).collect();
+    let remaining: Vec<usize> = (0..b).filter(|&i| pred[i] == labels[i]).collect();
     if remaining.is_empty() {
         return Ok(prev);
     }
@@ -394,7 +389,7 @@ fn on_still_correct(
     let mut adv = tensors::to_vec(prev.adv);
     let mut loss = tensors::to_vec(prev.loss);
     for (j, &i) in remaining.iter().enumerate() {
-        if new_pred[j] as i64 != labels[i] {
+        if new_pred[j] != labels[i] {
             adv[i * per..(i + 1) * per].copy_from_slice(&rows[j * per..(j + 1) * per]);
             loss[i] = new_loss[j];
         }

@@ -150,15 +150,7 @@ pub fn square(
     let [b, c, h, w] = x0.dims();
     let device = x0.device();
     let per = c * h * w;
-    let labels: Vec<usize> = y
-        .clone()
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| Error::Config(format!("Square: reading the labels: {e:?}")))?
-        .into_iter()
-        .map(|v| v as usize)
-        .collect();
+    let labels = tensors::label_values(y);
     let x = tensors::to_vec(x0.clone());
     let eps = config.eps as f32;
     let clamp = |v: f32| v.clamp(0.0, 1.0);
