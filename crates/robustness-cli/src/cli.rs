@@ -263,7 +263,7 @@ pub struct EvalArgs {
     /// Evaluation batch size.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Attack to evaluate against: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, square, autoattack (APGD-CE, APGD-T, then Square; AutoAttack's attacks default to 100 steps from a random start and 5000 Square queries). None: clean accuracy only.
+    /// Attack to evaluate against: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack (APGD-CE, APGD-T, FAB-T, then Square; AutoAttack's attacks default to 100 steps from a random start and 5000 Square queries). None: clean accuracy only.
     #[arg(long)]
     pub attack: Option<String>,
     #[command(flatten)]
@@ -308,7 +308,7 @@ pub struct AttackCmdArgs {
     /// Test-set indices, e.g. 0..16 or 3,7,9.
     #[arg(long, default_value = "0..16")]
     pub indices: String,
-    /// Attack: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, square, autoattack.
+    /// Attack: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
     #[command(flatten)]
@@ -557,7 +557,7 @@ pub struct TransferArgs {
     pub det_models: Vec<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Attack on the source: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, square, autoattack.
+    /// Attack on the source: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
     #[command(flatten)]

@@ -978,12 +978,13 @@ fn attacks_on_a_trained_digits_model() {
     assert!(eval["clean_accuracy"].as_f64().expect("clean") > 0.9);
     assert!(Path::new(&curve_dir).join("curve.png").is_file());
 
-    // Linf APGD, AutoAttack's, Square and FGSM run through the same command.
+    // Linf APGD, AutoAttack's (APGD-T, FAB-T, Square) and FGSM run through the same command.
     let mut robust = std::collections::HashMap::new();
     for attack in [
         "apgd-ce",
         "apgd-dlr",
         "apgd-t",
+        "fab-t",
         "square",
         "autoattack",
         "fgsm",
@@ -1020,7 +1021,7 @@ fn attacks_on_a_trained_digits_model() {
         );
     }
     // AutoAttack starts with the same APGD-CE run (same steps, same random start and stream)
-    // and only adds APGD-T's and Square's successes.
+    // and only adds APGD-T's, FAB-T's and Square's successes.
     assert!(robust["autoattack"] <= robust["apgd-ce"], "{robust:?}");
     // Training has no use for the Square attack's budget.
     assert_clean_error(

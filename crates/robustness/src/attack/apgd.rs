@@ -6,7 +6,7 @@
 
 use super::loss::{AttackLoss, dlr_targeted};
 use super::threat::{Constraint, threat_model_in};
-use super::{AttackConfig, AttackOutput, loss_and_grad};
+use super::{AttackConfig, AttackOutput, WriteBack, loss_and_grad, on_still_correct};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::tensors;
@@ -180,6 +180,20 @@ pub fn apgd(
 /// AutoAttack's number of target classes for APGD-T (Croce & Hein 2020, the standard version).
 pub const APGD_T_TARGETS: usize = 9;
 
+/// Each example's classes by decreasing clean logit (APGD-T's and FAB-T's target order).
+pub(super) fn ranked_classes(model: &Classifier, x0: &Tensor<4>) -> Vec<Vec<usize>> {
+    let clean = model.forward(x0.clone());
+    let [_, classes] = clean.dims();
+    tensors::to_vec(clean)
+        .chunks(classes)
+        .map(|row| {
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            order
+        })
+        .collect()
+}
+
 /// APGD-T (Croce & Hein 2020; AutoAttack's targeted APGD): for the classes ranked 2nd, 3rd, ...
 /// (up to `targets` of them, at most classes - 1) by each example's clean logits, one APGD run
 /// ascending the targeted DLR loss ([`dlr_targeted`]) toward that class, each run only on the
@@ -205,63 +219,25 @@ pub fn apgd_targeted(
     }
     let model = model.for_inference();
     let device = x0.device();
-    let [b, c, h, w] = x0.dims();
-    let per = c * h * w;
-    let labels = tensors::label_values(y);
-    let clean = model.forward(x0.clone());
-    let [_, classes] = clean.dims();
-    // Each example's classes by decreasing clean logit.
-    let ranked: Vec<Vec<usize>> = tensors::to_vec(clean)
-        .chunks(classes)
-        .map(|row| {
-            let mut order: Vec<usize> = (0..classes).collect();
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            order
-        })
-        .collect();
-    let (mut adv, mut losses, pred) = match after {
-        Some(out) => {
-            let pred = tensors::argmax_rows(model.forward(out.adv.clone()));
-            (tensors::to_vec(out.adv), tensors::to_vec(out.loss), pred)
-        }
-        None => (
-            tensors::to_vec(x0.clone()),
-            vec![0f32; b],
-            ranked.iter().map(|r| r[0]).collect(),
-        ),
-    };
-    let mut fooled: Vec<bool> = pred.iter().zip(&labels).map(|(p, l)| p != l).collect();
-    // by_rank[r][i]: example i's (r + 1)-th most likely class; APGD-T targets ranks 1, 2, ...
-    let by_rank: Vec<Vec<usize>> = (0..classes)
-        .map(|r| ranked.iter().map(|order| order[r]).collect())
-        .collect();
-    for column in by_rank.iter().skip(1).take(targets) {
-        let remaining: Vec<usize> = (0..b).filter(|&i| !fooled[i]).collect();
-        if remaining.is_empty() {
-            break;
-        }
-        let index = tensors::labels(&remaining, &device);
-        let xs = x0.clone().select(0, index.clone());
-        let ys = y.clone().select(0, index);
-        let goal: Vec<usize> = remaining.iter().map(|&i| column[i]).collect();
-        let goal = tensors::labels(&goal, &device);
-        let loss = move |m: &Classifier, x: Tensor<4>, y: &Tensor<1, Int>| {
-            dlr_targeted(m.forward(x), y, &goal)
-        };
-        let out = apgd(&model, &xs, &ys, config, &loss, rng)?;
-        let pred = tensors::argmax_rows(model.forward(out.adv.clone()));
-        let rows = tensors::to_vec(out.adv);
-        let run_losses = tensors::to_vec(out.loss);
-        for (j, &i) in remaining.iter().enumerate() {
-            adv[i * per..(i + 1) * per].copy_from_slice(&rows[j * per..(j + 1) * per]);
-            losses[i] = run_losses[j];
-            fooled[i] = pred[j] != labels[i];
-        }
+    let [b, ..] = x0.dims();
+    let ranked = ranked_classes(&model, x0);
+    let classes = ranked.first().map_or(0, Vec::len);
+    let mut out = after.unwrap_or_else(|| AttackOutput {
+        adv: x0.clone(),
+        loss: Tensor::zeros([b], &device),
+    });
+    // APGD-T targets each example's second, third, ... most likely class.
+    for rank in (1..classes).take(targets) {
+        out = on_still_correct(&model, x0, y, out, WriteBack::All, |remaining, xs, ys| {
+            let goal: Vec<usize> = remaining.iter().map(|&i| ranked[i][rank]).collect();
+            let goal = tensors::labels(&goal, &device);
+            let loss = move |m: &Classifier, x: Tensor<4>, y: &Tensor<1, Int>| {
+                dlr_targeted(m.forward(x), y, &goal)
+            };
+            apgd(&model, xs, ys, config, &loss, rng)
+        })?;
     }
-    Ok(AttackOutput {
-        adv: tensors::images(adv, [b, c, h, w], &device),
-        loss: Tensor::from_data(TensorData::new(losses, [b]), &device),
-    })
+    Ok(out)
 }
 
 #[cfg(test)]

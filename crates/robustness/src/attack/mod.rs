@@ -1,14 +1,16 @@
 //! Adversarial attacks. [`pgd`] is the one projected-gradient loop (start, step, project,
 //! clamp, keep-best, restarts, targeted sign) that every attack and data-set construction uses;
 //! a threat model ([`threat`]) supplies the geometry and a loss ([`loss`]) the objective. FGSM is
-//! PGD with one step. APGD ([`apgd`]) is Croce & Hein's step-size-adaptive variant; Square
-//! ([`square`]) the gradient-free random search that completes AutoAttack's checks.
+//! PGD with one step. APGD ([`apgd`]) is Croce & Hein's step-size-adaptive variant, FAB-T
+//! ([`fab`]) their minimal-perturbation boundary attack, Square ([`square`]) the gradient-free
+//! random search that completes AutoAttack's checks.
 //!
 //! Attacks run on batches in pixel space [0, 1] (normalisation is inside the model), on the
 //! model in inference mode (batch norm uses its running statistics and is never updated), and
 //! never change the model's parameters.
 
 pub mod apgd;
+pub mod fab;
 pub mod loss;
 pub mod square;
 pub mod threat;
@@ -40,12 +42,15 @@ pub enum AttackKind {
     /// APGD-T: APGD with the targeted DLR loss toward each of the 9 most likely other classes
     /// in turn (AutoAttack's targeted APGD).
     ApgdT,
+    /// FAB-T: the fast adaptive boundary attack toward each of the 9 most likely other classes
+    /// in turn (AutoAttack's targeted FAB; L-infinity or L2).
+    FabT,
     /// The Square Attack (Andriushchenko et al. 2020): gradient-free random search on the
     /// margin, untargeted, L-infinity or L2.
     Square,
-    /// AutoAttack's attacks in sequence: APGD-CE, then APGD-T on what it left correctly
-    /// classified, then Square on what is still correct (per example, the first adversarial
-    /// input found). AutoAttack's FAB-T is not implemented.
+    /// AutoAttack's standard attacks in sequence: APGD-CE, then APGD-T on what it left
+    /// correctly classified, then FAB-T, then Square, each on what is still correct (per
+    /// example, the first adversarial input found).
     AutoAttack,
 }
 
@@ -58,8 +63,9 @@ impl AttackKind {
             AttackKind::ApgdCe => "APGD-CE",
             AttackKind::ApgdDlr => "APGD-DLR",
             AttackKind::ApgdT => "APGD-T",
+            AttackKind::FabT => "FAB-T",
             AttackKind::Square => "Square",
-            AttackKind::AutoAttack => "AutoAttack (APGD-CE + APGD-T + Square)",
+            AttackKind::AutoAttack => "AutoAttack (APGD-CE + APGD-T + FAB-T + Square)",
         }
     }
 
@@ -68,7 +74,7 @@ impl AttackKind {
     pub fn is_autoattack(self) -> bool {
         matches!(
             self,
-            AttackKind::ApgdT | AttackKind::Square | AttackKind::AutoAttack
+            AttackKind::ApgdT | AttackKind::FabT | AttackKind::Square | AttackKind::AutoAttack
         )
     }
 
@@ -99,10 +105,11 @@ impl std::str::FromStr for AttackKind {
             "apgd-ce" | "apgd" => Ok(AttackKind::ApgdCe),
             "apgd-dlr" => Ok(AttackKind::ApgdDlr),
             "apgd-t" => Ok(AttackKind::ApgdT),
+            "fab-t" | "fab" => Ok(AttackKind::FabT),
             "square" => Ok(AttackKind::Square),
             "autoattack" | "aa" => Ok(AttackKind::AutoAttack),
             other => Err(format!(
-                "unknown attack '{other}': expected pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, square or autoattack"
+                "unknown attack '{other}': expected pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, fab-t, square or autoattack"
             )),
         }
     }
@@ -360,15 +367,27 @@ fn done_mask(
     if targeted { hit } else { hit.bool_not() }
 }
 
+/// Which of a chained attack's results [`on_still_correct`] writes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteBack {
+    /// Only where the attack misclassifies: a failed run leaves `prev`'s input and loss.
+    Fooled,
+    /// Every example it attacked: a failed run replaces `prev`'s input and loss (APGD-T reports
+    /// its last run's for an example no run fools).
+    All,
+}
+
 /// Runs `attack` on the examples that `prev` leaves correctly classified (from their clean
-/// inputs, with their labels) and keeps its result where it misclassifies them; every other
-/// example keeps `prev`'s input and loss. For chaining untargeted attacks, AutoAttack-style.
-fn on_still_correct(
+/// inputs, with their labels; the closure also gets their indices in the batch, in order) and
+/// writes its result back per `write_back`; every other example keeps `prev`'s input and loss.
+/// For chaining untargeted attacks, AutoAttack-style, and for APGD-T's runs over target classes.
+pub(crate) fn on_still_correct(
     model: &Classifier,
     x0: &Tensor<4>,
     y: &Tensor<1, Int>,
     prev: AttackOutput,
-    attack: impl FnOnce(&Tensor<4>, &Tensor<1, Int>) -> Result<AttackOutput>,
+    write_back: WriteBack,
+    attack: impl FnOnce(&[usize], &Tensor<4>, &Tensor<1, Int>) -> Result<AttackOutput>,
 ) -> Result<AttackOutput> {
     let device = x0.device();
     let [b, c, h, w] = x0.dims();
@@ -381,15 +400,23 @@ fn on_still_correct(
     }
     let index = tensors::labels(&remaining, &device);
     let out = attack(
+        &remaining,
         &x0.clone().select(0, index.clone()),
         &y.clone().select(0, index),
     )?;
-    let new_pred = tensors::argmax_rows(model.forward(out.adv.clone()));
+    let keep: Vec<bool> = match write_back {
+        WriteBack::All => vec![true; remaining.len()],
+        WriteBack::Fooled => tensors::argmax_rows(model.forward(out.adv.clone()))
+            .iter()
+            .zip(&remaining)
+            .map(|(&p, &i)| p != labels[i])
+            .collect(),
+    };
     let (rows, new_loss) = (tensors::to_vec(out.adv), tensors::to_vec(out.loss));
     let mut adv = tensors::to_vec(prev.adv);
     let mut loss = tensors::to_vec(prev.loss);
     for (j, &i) in remaining.iter().enumerate() {
-        if new_pred[j] != labels[i] {
+        if keep[j] {
             adv[i * per..(i + 1) * per].copy_from_slice(&rows[j * per..(j + 1) * per]);
             loss[i] = new_loss[j];
         }
@@ -427,6 +454,9 @@ pub fn attack_batch(
         AttackKind::ApgdT => {
             apgd::apgd_targeted(model, x0, target, config, apgd::APGD_T_TARGETS, None, rng)
         }
+        AttackKind::FabT => {
+            fab::fab_targeted(model, x0, target, config, fab::FAB_T_TARGETS, None, rng)
+        }
         AttackKind::Square => square::square(
             model,
             x0,
@@ -441,6 +471,13 @@ pub fn attack_batch(
                     "AutoAttack is untargeted: it takes the true labels".into(),
                 ));
             }
+            if !matches!(config.constraint, Constraint::Linf | Constraint::L2) {
+                // FAB-T and Square are L-inf / L2 here; refuse before the APGD runs.
+                return Err(Error::Config(format!(
+                    "autoattack supports --constraint inf and 2, not {}",
+                    config.constraint
+                )));
+            }
             let model = model.for_inference();
             let first = apgd::apgd(&model, x0, target, config, &LossKind::CrossEntropy, rng)?;
             let second = apgd::apgd_targeted(
@@ -452,12 +489,21 @@ pub fn attack_batch(
                 Some(first),
                 rng,
             )?;
+            let third = fab::fab_targeted(
+                &model,
+                x0,
+                target,
+                config,
+                fab::FAB_T_TARGETS,
+                Some(second),
+                rng,
+            )?;
             if !model.takes_images() {
                 // Square perturbs image windows; on feature vectors AutoAttack ends here.
-                return Ok(second);
+                return Ok(third);
             }
             let queries = config.queries.unwrap_or(square::SQUARE_QUERIES);
-            on_still_correct(&model, x0, target, second, |x, y| {
+            on_still_correct(&model, x0, target, third, WriteBack::Fooled, |_, x, y| {
                 square::square(&model, x, y, config, queries, rng)
             })
         }

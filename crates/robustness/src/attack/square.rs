@@ -94,7 +94,7 @@ fn sign(rng: &mut ChaCha8Rng) -> f32 {
 }
 
 /// Per example: margin `z_y - max_{j != y} z_j` (misclassified when <= 0).
-fn margins(
+pub(super) fn margins(
     model: &Classifier,
     x: Vec<f32>,
     shape: [usize; 4],

@@ -648,3 +648,200 @@ fn square_stays_in_the_ball_reports_its_margin_fools_some_and_repeats_with_its_s
         );
     }
 }
+
+/// On a linear classifier the boundary FAB linearises is exact: class t beats y on the
+/// half-space `f_t(x) = z_t - z_y >= 0`, so the smallest perturbation that misclassifies x is
+/// `min_t -f_t(x) / ||grad f_t||_*` (dual norm: L2 for L2, L1 for L-inf). FAB-T's first step
+/// toward the closest target lands at 1.05 times that distance, so it must fool every example
+/// whose distance is at most eps / 1.05, and it can fool none farther than eps.
+#[test]
+fn fab_t_on_a_linear_model_fools_exactly_the_examples_its_geometry_allows() {
+    let spec = ModelSpec {
+        arch: Arch::Linear,
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 10,
+        mean: vec![0.0],
+        std: vec![1.0],
+        images: false,
+    };
+    let dev = device();
+    let model = Classifier::new(&spec, &dev).for_inference();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let n = 60;
+    let x0 = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..n * 16)
+                .map(|_| rng.random::<f32>() * 4.0 - 2.0)
+                .collect::<Vec<_>>(),
+            [n, 1, 4, 4],
+        ),
+        &dev,
+    );
+    let labels = tensors::argmax_rows(model.forward(x0.clone()));
+    let y = tensors::labels(&labels, &dev);
+    // The logits' input gradients, from the model itself: z(e_i) - z(0).
+    let mut basis = vec![0f32; 17 * 16];
+    for i in 0..16 {
+        basis[(i + 1) * 16 + i] = 1.0;
+    }
+    let z = tensors::to_vec(model.forward(Tensor::from_data(
+        TensorData::new(basis, [17, 1, 4, 4]),
+        &dev,
+    )));
+    let grad = |class: usize, i: usize| z[(i + 1) * 10 + class] - z[class];
+    let logits = tensors::to_vec(model.forward(x0.clone()));
+    for (constraint, eps) in [(Constraint::L2, 0.4), (Constraint::Linf, 0.1)] {
+        let distance: Vec<f32> = (0..n)
+            .map(|e| {
+                let label = labels[e];
+                (0..10)
+                    .filter(|&t| t != label)
+                    .map(|t| {
+                        let f = logits[e * 10 + t] - logits[e * 10 + label];
+                        let g: Vec<f32> = (0..16).map(|i| grad(t, i) - grad(label, i)).collect();
+                        let dual = match constraint {
+                            Constraint::Linf => g.iter().map(|v| v.abs()).sum::<f32>(),
+                            _ => g.iter().map(|v| v * v).sum::<f32>().sqrt(),
+                        };
+                        -f / dual
+                    })
+                    .fold(f32::INFINITY, f32::min)
+            })
+            .collect();
+        let config = AttackConfig {
+            constraint,
+            eps,
+            steps: 10,
+            ..AttackKind::FabT.base_config(20)
+        };
+        let out = attack_batch(
+            AttackKind::FabT,
+            &model,
+            &x0,
+            &y,
+            &config,
+            &mut ChaCha8Rng::seed_from_u64(4),
+        )
+        .expect("fab-t");
+        let pred = tensors::argmax_rows(model.forward(out.adv.clone()));
+        let norms =
+            tensors::to_vec(threat_model(constraint, eps, 0.01).norm(out.adv.clone() - x0.clone()));
+        let (mut must, mut fooled) = (0, 0);
+        for e in 0..n {
+            let wrong = pred[e] != labels[e];
+            fooled += usize::from(wrong);
+            assert!(
+                norms[e] as f64 <= eps + 1e-5,
+                "{constraint}: norm {} > {eps}",
+                norms[e]
+            );
+            if wrong {
+                assert!(
+                    distance[e] as f64 <= eps + 1e-4,
+                    "{constraint}, example {e}: fooled at {} though the boundary is {} away",
+                    norms[e],
+                    distance[e]
+                );
+            } else {
+                assert_eq!(
+                    norms[e], 0.0,
+                    "{constraint}, example {e}: unfooled but moved"
+                );
+            }
+            if 1.05 * distance[e] as f64 <= eps * 0.999 {
+                must += 1;
+                assert!(
+                    wrong,
+                    "{constraint}, example {e}: boundary {} away, eps {eps}, not fooled",
+                    distance[e]
+                );
+            }
+        }
+        // The check above has teeth: some examples are within reach and some are not.
+        assert!(
+            must >= 5 && fooled < n,
+            "{constraint}: {must} within reach, {fooled} fooled of {n}"
+        );
+    }
+}
+
+#[test]
+fn fab_t_on_images_stays_in_the_ball_and_box_reports_its_margin_and_repeats_with_its_seed() {
+    let (model, x0, labels) = ten_class_batch();
+    let y = tensors::labels(&labels, &device());
+    for (constraint, eps) in [(Constraint::Linf, 0.1), (Constraint::L2, 0.3)] {
+        let config = AttackConfig {
+            constraint,
+            eps,
+            steps: 15,
+            restarts: 2,
+            ..AttackKind::FabT.base_config(20)
+        };
+        let run = |seed: u64| {
+            attack_batch(
+                AttackKind::FabT,
+                &model,
+                &x0,
+                &y,
+                &config,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+            .expect("fab-t")
+        };
+        let out = run(9);
+        let norms =
+            tensors::to_vec(threat_model(constraint, eps, 0.01).norm(out.adv.clone() - x0.clone()));
+        assert!(
+            norms.iter().all(|&v| v as f64 <= eps + 1e-5),
+            "{constraint}: {norms:?}"
+        );
+        assert!(in_unit_box(&out.adv), "{constraint}: left [0, 1]");
+        // The 4 wrongly labelled inputs are left alone.
+        assert!(
+            norms[..4].iter().all(|&v| v == 0.0),
+            "{constraint}: {norms:?}"
+        );
+        let logits = tensors::to_vec(model.forward(out.adv.clone()));
+        let loss = tensors::to_vec(out.loss.clone());
+        let mut wrong = 0;
+        for (i, &label) in labels.iter().enumerate() {
+            let row = &logits[i * 10..(i + 1) * 10];
+            let other = (0..10)
+                .filter(|&j| j != label)
+                .map(|j| row[j])
+                .fold(f32::NEG_INFINITY, f32::max);
+            assert!(
+                (loss[i] - (other - row[label])).abs() < 1e-4,
+                "{constraint}, example {i}: loss {} against margin {}",
+                loss[i],
+                row[label] - other
+            );
+            wrong += usize::from(other >= row[label]);
+        }
+        assert!(wrong > 8, "{constraint}: only {wrong} of 40 misclassified");
+        assert_eq!(
+            tensors::to_vec(run(9).adv),
+            tensors::to_vec(out.adv),
+            "{constraint}: not deterministic"
+        );
+    }
+    // L1 is refused with a clear error, not a panic.
+    let l1 = AttackConfig {
+        constraint: Constraint::L1,
+        eps: 1.0,
+        ..AttackKind::FabT.base_config(20)
+    };
+    assert!(
+        attack_batch(
+            AttackKind::FabT,
+            &model,
+            &x0,
+            &y,
+            &l1,
+            &mut ChaCha8Rng::seed_from_u64(1)
+        )
+        .is_err()
+    );
+}
