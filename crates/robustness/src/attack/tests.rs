@@ -569,6 +569,35 @@ fn autoattack_fools_everything_apgd_ce_fools_and_more() {
     }
 }
 
+/// Asserts that `out.loss` is the negated margin `max_{j != y} z_j - z_y` at `out.adv` (as
+/// Square and FAB-T report it) and returns how many of its inputs are misclassified.
+fn misclassified_with_loss_the_negated_margin(
+    model: &Classifier,
+    out: &AttackOutput,
+    labels: &[usize],
+    constraint: Constraint,
+) -> usize {
+    let logits = tensors::to_vec(model.forward(out.adv.clone()));
+    let loss = tensors::to_vec(out.loss.clone());
+    let k = logits.len() / labels.len();
+    let mut wrong = 0;
+    for (i, &label) in labels.iter().enumerate() {
+        let row = &logits[i * k..(i + 1) * k];
+        let other = (0..k)
+            .filter(|&j| j != label)
+            .map(|j| row[j])
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            (loss[i] - (other - row[label])).abs() < 1e-4,
+            "{constraint}, example {i}: loss {} against margin {}",
+            loss[i],
+            row[label] - other
+        );
+        wrong += usize::from(other >= row[label]);
+    }
+    wrong
+}
+
 #[test]
 fn square_stays_in_the_ball_reports_its_margin_fools_some_and_repeats_with_its_seed() {
     let (model, x0, labels) = ten_class_batch();
@@ -622,23 +651,7 @@ fn square_stays_in_the_ball_reports_its_margin_fools_some_and_repeats_with_its_s
         }
         assert!(in_unit_box(&out.adv), "{constraint}: left [0, 1]");
         // The reported loss is the negated margin at the returned input.
-        let logits = tensors::to_vec(model.forward(out.adv.clone()));
-        let loss = tensors::to_vec(out.loss.clone());
-        let mut wrong = 0;
-        for (i, &label) in labels.iter().enumerate() {
-            let row = &logits[i * 10..(i + 1) * 10];
-            let other = (0..10)
-                .filter(|&j| j != label)
-                .map(|j| row[j])
-                .fold(f32::NEG_INFINITY, f32::max);
-            assert!(
-                (loss[i] - (other - row[label])).abs() < 1e-4,
-                "{constraint}, example {i}: loss {} against margin {}",
-                loss[i],
-                row[label] - other
-            );
-            wrong += usize::from(other >= row[label]);
-        }
+        let wrong = misclassified_with_loss_the_negated_margin(&model, &out, &labels, constraint);
         // Four labels are wrong from the start; the search must fool more than those.
         assert!(wrong > 8, "{constraint}: only {wrong} of 40 misclassified");
         assert_eq!(
@@ -803,23 +816,7 @@ fn fab_t_on_images_stays_in_the_ball_and_box_reports_its_margin_and_repeats_with
             norms[..4].iter().all(|&v| v == 0.0),
             "{constraint}: {norms:?}"
         );
-        let logits = tensors::to_vec(model.forward(out.adv.clone()));
-        let loss = tensors::to_vec(out.loss.clone());
-        let mut wrong = 0;
-        for (i, &label) in labels.iter().enumerate() {
-            let row = &logits[i * 10..(i + 1) * 10];
-            let other = (0..10)
-                .filter(|&j| j != label)
-                .map(|j| row[j])
-                .fold(f32::NEG_INFINITY, f32::max);
-            assert!(
-                (loss[i] - (other - row[label])).abs() < 1e-4,
-                "{constraint}, example {i}: loss {} against margin {}",
-                loss[i],
-                row[label] - other
-            );
-            wrong += usize::from(other >= row[label]);
-        }
+        let wrong = misclassified_with_loss_the_negated_margin(&model, &out, &labels, constraint);
         assert!(wrong > 8, "{constraint}: only {wrong} of 40 misclassified");
         assert_eq!(
             tensors::to_vec(run(9).adv),
