@@ -12,6 +12,12 @@ pub struct Cli {
     /// cuda). `train` also takes a comma-separated list (cuda:0,cuda:1): data-parallel training.
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
+    /// TOML file of options, merged in before parsing; flags on the command line win. Keys are
+    /// long option names (`epochs = 12`, `classes = "cat,dog"`, `adv-train = true`, `eps =
+    /// [0.25, 0.5]`); top-level keys serve every command that has the option, a `[train]` (or
+    /// `[eval]`, ...) table that command only.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -14,9 +14,10 @@ macro_rules! outln {
 
 mod cli;
 mod commands;
+mod config_file;
 mod progress;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 
 /// mimalloc instead of glibc's malloc: the training and attack steps allocate the same large
@@ -40,11 +41,26 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = match cli::Cli::try_parse() {
+    let (args, from_file) =
+        match config_file::expand(&cli::Cli::command(), std::env::args_os().collect()) {
+            Ok(expanded) => expanded,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::from(2);
+            }
+        };
+    let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             // clap formats help/version (exit 0) and usage errors (exit 2) itself.
             let _ = e.print();
+            if let Some(file) = from_file.filter(|_| e.use_stderr()) {
+                eprintln!(
+                    "note: options read from {}: {}",
+                    file.path,
+                    file.tokens.join(" ")
+                );
+            }
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };

@@ -158,6 +158,51 @@ fn train_on_digits_then_eval_the_best_checkpoint() {
 }
 
 #[test]
+fn a_config_file_sets_train_and_eval_options_and_flags_win() {
+    let dir = temp_dir("config-file");
+    let run_dir = dir.join("run");
+    let file = dir.join("pipeline.toml");
+    let text = format!(
+        "arch = \"linear\"\nseed = 3\n[train]\nepochs = 3\nlr = 0.02\nout = {out:?}\n\
+         [eval]\ncheckpoint = {ckpt:?}\n",
+        out = run_dir.to_str().expect("utf-8"),
+        ckpt = run_dir.join("latest").to_str().expect("utf-8"),
+    );
+    std::fs::write(&file, text).expect("write config");
+    let file = file.to_str().expect("utf-8");
+    run_ok(&["train", "--config", file, "--epochs", "2"]);
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("config.json")).expect("config.json"),
+    )
+    .expect("JSON");
+    assert_eq!(config["arch"], "linear", "top-level key");
+    assert_eq!(config["seed"], 3, "top-level key");
+    assert_eq!(config["lr"], 0.02, "[train] key");
+    assert_eq!(config["epochs"], 2, "the flag wins over the file's 3");
+    let eval = json_of(&run(&["eval", "--config", file, "--json"]));
+    assert_eq!(
+        eval["epochs"], 2,
+        "eval read the file's [eval] checkpoint: {eval}"
+    );
+    assert!(eval["test_accuracy"].as_f64().is_some(), "{eval}");
+
+    // A misspelt key stops the command before it writes anything.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[train]\nepoch = 3\n").expect("write config");
+    let other = dir.join("other");
+    let out = run(&[
+        "train",
+        "--config",
+        bad.to_str().expect("utf-8"),
+        "--out",
+        other.to_str().expect("utf-8"),
+    ]);
+    assert_clean_error(&out, "`epoch` is not an option of `robustness train`");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!other.exists(), "nothing written for a bad config");
+}
+
+#[test]
 fn resume_after_kill_9_matches_an_uninterrupted_run() {
     let dir = temp_dir("resume");
     let args = |out: &Path| {
