@@ -5,9 +5,9 @@
 //! projection; its loop differs from PGD's (momentum, step-size schedule), so it is its own.
 
 use super::loss::{AttackLoss, dlr_targeted};
-use super::threat::{Constraint, threat_model_in};
+use super::threat::threat_model_in;
 use super::{AttackConfig, AttackOutput, WriteBack, loss_and_grad, on_still_correct};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::Classifier;
 use crate::tensors;
 use burn::prelude::*;
@@ -56,12 +56,7 @@ pub fn apgd(
     rng: &mut ChaCha8Rng,
 ) -> Result<AttackOutput> {
     config.validate()?;
-    if !matches!(config.constraint, Constraint::Linf | Constraint::L2) {
-        return Err(Error::Config(format!(
-            "APGD supports --constraint inf or 2, not {}",
-            config.constraint
-        )));
-    }
+    config.require_linf_or_l2("APGD")?;
     let model = model.for_inference();
     let threat = threat_model_in(
         config.constraint,
@@ -212,11 +207,7 @@ pub fn apgd_targeted(
     after: Option<AttackOutput>,
     rng: &mut ChaCha8Rng,
 ) -> Result<AttackOutput> {
-    if config.targeted {
-        return Err(Error::Config(
-            "APGD-T chooses its own target classes; it takes the true labels, not --target".into(),
-        ));
-    }
+    config.require_untargeted("APGD-T")?;
     let model = model.for_inference();
     let device = x0.device();
     let [b, ..] = x0.dims();

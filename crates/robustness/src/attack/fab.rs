@@ -16,7 +16,7 @@
 use super::square::margins;
 use super::threat::Constraint;
 use super::{AttackConfig, AttackOutput, WriteBack, loss_and_grad, on_still_correct};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::Classifier;
 use crate::tensors;
 use burn::prelude::*;
@@ -245,17 +245,8 @@ pub fn fab_targeted(
     rng: &mut ChaCha8Rng,
 ) -> Result<AttackOutput> {
     config.validate()?;
-    if config.targeted {
-        return Err(Error::Config(
-            "FAB-T chooses its own target classes; it takes the true labels, not --target".into(),
-        ));
-    }
-    if !matches!(config.constraint, Constraint::Linf | Constraint::L2) {
-        return Err(Error::Config(format!(
-            "FAB-T supports --constraint inf and 2, not {}",
-            config.constraint
-        )));
-    }
+    config.require_untargeted("FAB-T")?;
+    config.require_linf_or_l2("FAB-T")?;
     let model = model.for_inference();
     let device = x0.device();
     let [b, c, h, w] = x0.dims();

@@ -187,6 +187,28 @@ impl AttackConfig {
         }
     }
 
+    /// For the attacks that take the true labels and choose their own targets, if any
+    /// (APGD-T, FAB-T, Square, AutoAttack): an error naming `attack` when `targeted` is set.
+    pub(crate) fn require_untargeted(&self, attack: &str) -> Result<()> {
+        if self.targeted {
+            return Err(Error::Config(format!(
+                "{attack} takes the true labels and chooses its own target classes, if any; drop --target"
+            )));
+        }
+        Ok(())
+    }
+
+    /// For the attacks defined under L-inf and L2 only (APGD, FAB-T, Square, AutoAttack).
+    pub(crate) fn require_linf_or_l2(&self, attack: &str) -> Result<()> {
+        if !matches!(self.constraint, Constraint::Linf | Constraint::L2) {
+            return Err(Error::Config(format!(
+                "{attack} supports --constraint inf and 2, not {}",
+                self.constraint
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks the numbers make sense.
     pub fn validate(&self) -> Result<()> {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
@@ -466,18 +488,9 @@ pub fn attack_batch(
             rng,
         ),
         AttackKind::AutoAttack => {
-            if config.targeted {
-                return Err(Error::Config(
-                    "AutoAttack is untargeted: it takes the true labels".into(),
-                ));
-            }
-            if !matches!(config.constraint, Constraint::Linf | Constraint::L2) {
-                // FAB-T and Square are L-inf / L2 here; refuse before the APGD runs.
-                return Err(Error::Config(format!(
-                    "autoattack supports --constraint inf and 2, not {}",
-                    config.constraint
-                )));
-            }
+            config.require_untargeted("AutoAttack")?;
+            // FAB-T and Square are L-inf / L2 here; refuse before the APGD runs.
+            config.require_linf_or_l2("AutoAttack")?;
             let model = model.for_inference();
             let first = apgd::apgd(&model, x0, target, config, &LossKind::CrossEntropy, rng)?;
             let second = apgd::apgd_targeted(

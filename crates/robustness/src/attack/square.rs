@@ -129,17 +129,8 @@ pub fn square(
     rng: &mut ChaCha8Rng,
 ) -> Result<AttackOutput> {
     config.validate()?;
-    if config.targeted {
-        return Err(Error::Config(
-            "the Square attack is untargeted here: it takes the true labels".into(),
-        ));
-    }
-    if !matches!(config.constraint, Constraint::Linf | Constraint::L2) {
-        return Err(Error::Config(format!(
-            "the Square attack supports --constraint inf and 2, not {}",
-            config.constraint
-        )));
-    }
+    config.require_untargeted("the Square attack")?;
+    config.require_linf_or_l2("the Square attack")?;
     let model = model.for_inference();
     if !model.takes_images() {
         return Err(Error::Config(

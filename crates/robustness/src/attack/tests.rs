@@ -842,3 +842,55 @@ fn fab_t_on_images_stays_in_the_ball_and_box_reports_its_margin_and_repeats_with
         .is_err()
     );
 }
+
+#[test]
+fn attacks_that_choose_their_own_targets_or_norms_refuse_target_and_l1_by_name() {
+    let (model, x0, labels) = ten_class_batch();
+    let y = tensors::labels(&labels, &device());
+    let base = AttackConfig {
+        eps: 0.1,
+        steps: 2,
+        queries: Some(2),
+        ..AttackKind::AutoAttack.base_config(2)
+    };
+    let attempt = |kind: AttackKind, config: &AttackConfig| {
+        let err = attack_batch(
+            kind,
+            &model,
+            &x0,
+            &y,
+            config,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{} accepted {config:?}", kind.name()));
+        err.to_string()
+    };
+    let targeted = AttackConfig {
+        targeted: true,
+        ..base.clone()
+    };
+    let l1 = AttackConfig {
+        constraint: Constraint::L1,
+        ..base.clone()
+    };
+    for (kind, name) in [
+        (AttackKind::ApgdT, "APGD-T"),
+        (AttackKind::FabT, "FAB-T"),
+        (AttackKind::Square, "Square"),
+        (AttackKind::AutoAttack, "AutoAttack"),
+    ] {
+        let msg = attempt(kind, &targeted);
+        assert!(msg.contains(name) && msg.contains("--target"), "{msg}");
+    }
+    for (kind, name) in [
+        (AttackKind::ApgdCe, "APGD"),
+        (AttackKind::ApgdT, "APGD"),
+        (AttackKind::FabT, "FAB-T"),
+        (AttackKind::Square, "Square"),
+        (AttackKind::AutoAttack, "AutoAttack"),
+    ] {
+        let msg = attempt(kind, &l1);
+        assert!(msg.contains(name) && msg.contains("--constraint"), "{msg}");
+    }
+}
