@@ -24,7 +24,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train a classifier; writes RUN_DIR/{config.json, metrics.jsonl, latest, best}.
+    /// Train a classifier; writes RUN_DIR/{config.json, command.toml, metrics.jsonl, latest,
+    /// best}.
     Train(TrainArgs),
     /// Evaluate a checkpoint: accuracy, per-class accuracy, confusion matrix.
     Eval(EvalArgs),

@@ -247,6 +247,68 @@ fn flag_tokens(arg: &Arg, long: &str, value: &toml::Value) -> Result<Vec<String>
     }
 }
 
+/// The options given explicitly (on the command line or through `--config`; defaults left
+/// out) to the subcommand of `matches`, as a config file: one table named after the
+/// subcommand, so `--config` on the result runs the same command again. Positional arguments
+/// and `--config` itself are not recorded.
+pub fn explicit_options(root: &clap::Command, matches: &clap::ArgMatches) -> toml::Table {
+    let mut table = toml::Table::new();
+    let Some((name, sub_matches)) = matches.subcommand() else {
+        return table;
+    };
+    let Some(sub) = root.find_subcommand(name) else {
+        return table;
+    };
+    let mut options = toml::Table::new();
+    // Global options (`--device`) are parsed into the root's matches and the subcommand's.
+    for (source, arg) in sub
+        .get_arguments()
+        .map(|a| (sub_matches, a))
+        .chain(root.get_arguments().map(|a| (matches, a)))
+    {
+        let Some(long) = arg.get_long() else { continue };
+        let id = arg.get_id().as_str();
+        if long == "config"
+            || options.contains_key(long)
+            || source.value_source(id) != Some(clap::parser::ValueSource::CommandLine)
+        {
+            continue;
+        }
+        let raw: Vec<String> = source
+            .get_raw(id)
+            .into_iter()
+            .flatten()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let value = match arg.get_action() {
+            ArgAction::SetTrue => toml::Value::Boolean(true),
+            ArgAction::Append => toml::Value::Array(raw.iter().map(|v| typed(v)).collect()),
+            _ if arg.get_value_delimiter().is_some() => {
+                toml::Value::Array(raw.iter().map(|v| typed(v)).collect())
+            }
+            _ => match raw.as_slice() {
+                [one] => typed(one),
+                _ => continue,
+            },
+        };
+        options.insert(long.to_string(), value);
+    }
+    table.insert(name.to_string(), toml::Value::Table(options));
+    table
+}
+
+/// A flag's text as a TOML value: an integer or a float where it reads as one (the flag's
+/// parser takes the same text back), else a string.
+fn typed(text: &str) -> toml::Value {
+    if let Ok(i) = text.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.to_string().parse::<f64>() == Ok(f) => toml::Value::Float(f),
+        _ => toml::Value::String(text.to_string()),
+    }
+}
+
 /// A TOML scalar as the text a flag takes.
 fn scalar(value: &toml::Value) -> Result<String> {
     Ok(match value {
@@ -430,6 +492,43 @@ mod tests {
         )
         .expect_err("twice");
         assert!(format!("{err:#}").contains("twice"), "{err:#}");
+    }
+
+    #[test]
+    fn recorded_options_run_the_same_command_again() {
+        let root = Cli::command();
+        for line in [
+            "robustness train --out r --epochs 3 --lr 1e-3 --eps 0.25,0.5 --augment --classes 3,5",
+            "robustness --device cpu train --out r --adv-train --constraint inf --seed 7",
+            "robustness train --out r --augment reference --ema 0.999 --dataset constructed:d",
+            "robustness eval --checkpoint a --checkpoint b --attack apgd-t --eps 1 --json",
+        ] {
+            let args: Vec<&str> = line.split(' ').collect();
+            let matches = root.clone().try_get_matches_from(&args).expect("parses");
+            let options = explicit_options(&root, &matches);
+            let text = toml::to_string(&options).expect("serialises");
+            assert!(
+                !text.contains("dataset = \"digits\""),
+                "no defaults: {text}"
+            );
+            assert_eq!(
+                line.contains("--device"),
+                text.contains("device = \"cpu\""),
+                "{text}"
+            );
+            let command = args.iter().find(|a| matches!(**a, "train" | "eval"));
+            let replay = expand_with(
+                "replay",
+                &text,
+                &["robustness", command.expect("command"), "--config", "FILE"],
+            )
+            .expect("expands");
+            let again = Cli::try_parse_from(&replay).expect("replay parses");
+            let first = Cli::try_parse_from(&args).expect("parses");
+            // The replay differs only in naming its config file.
+            let again = format!("{:?}", again.command);
+            assert_eq!(again, format!("{:?}", first.command), "{text}");
+        }
     }
 
     #[test]

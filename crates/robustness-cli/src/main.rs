@@ -17,7 +17,7 @@ mod commands;
 mod config_file;
 mod progress;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 /// mimalloc instead of glibc's malloc: the training and attack steps allocate the same large
@@ -49,8 +49,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    let cli = match cli::Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let root = cli::Cli::command();
+    let parsed = root
+        .clone()
+        .try_get_matches_from(args)
+        .and_then(|matches| Ok((cli::Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // clap formats help/version (exit 0) and usage errors (exit 2) itself.
             let _ = e.print();
@@ -64,7 +69,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    match commands::run(cli) {
+    let options = config_file::explicit_options(&root, &matches);
+    match commands::run(cli, &options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

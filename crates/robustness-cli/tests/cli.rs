@@ -179,6 +179,22 @@ fn a_config_file_sets_train_and_eval_options_and_flags_win() {
     assert_eq!(config["seed"], 3, "top-level key");
     assert_eq!(config["lr"], 0.02, "[train] key");
     assert_eq!(config["epochs"], 2, "the flag wins over the file's 3");
+    // The run records what it was started with; `--config` on that record runs it again.
+    let recorded = run_dir.join("command.toml");
+    let again = dir.join("again");
+    run_ok(&[
+        "train",
+        "--config",
+        recorded.to_str().expect("utf-8"),
+        "--out",
+        again.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(again.join("config.json")).expect("config.json"),
+        std::fs::read_to_string(run_dir.join("config.json")).expect("config.json"),
+        "{}",
+        std::fs::read_to_string(&recorded).expect("command.toml")
+    );
     let eval = json_of(&run(&["eval", "--config", file, "--json"]));
     assert_eq!(
         eval["epochs"], 2,

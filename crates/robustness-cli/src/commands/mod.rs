@@ -21,7 +21,9 @@ use robustness::construct::Source;
 use robustness::data::{self, Dataset, DatasetKind, Split, SyntheticConfig};
 use std::path::Path;
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs the parsed command; `options` are the options it was given explicitly, as a config
+/// file (`train` records them in its run folder).
+pub fn run(cli: Cli, options: &toml::Table) -> Result<()> {
     // Several devices serve data-parallel training only; every other command takes one.
     let devices = robustness::device::select_many(&cli.device)?;
     let device = match (devices.as_slice(), &cli.command) {
@@ -32,7 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
     };
     match cli.command {
-        Command::Train(args) => train::run(args, &devices),
+        Command::Train(args) => train::run(args, &devices, options),
         Command::Eval(args) => eval::run(args, &device),
         Command::Bench(args) => bench::run(args, &device),
         Command::Theory(args) => theory::run(args),

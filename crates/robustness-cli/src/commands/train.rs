@@ -14,7 +14,10 @@ use robustness::train::{self, AdvMethod, Adversarial, OptimizerKind, TrainConfig
 use serde_json::json;
 use std::path::Path;
 
-pub fn run(args: TrainArgs, devices: &[robustness::Device]) -> Result<()> {
+/// The options a run was started with, as a `--config` file (in the run folder).
+const COMMAND_FILE: &str = "command.toml";
+
+pub fn run(args: TrainArgs, devices: &[robustness::Device], options: &toml::Table) -> Result<()> {
     let (mut config, split) = match args.data.dataset.strip_prefix("constructed:") {
         Some(dir) => constructed(Path::new(dir), &args)?,
         None => {
@@ -44,6 +47,9 @@ pub fn run(args: TrainArgs, devices: &[robustness::Device]) -> Result<()> {
             devices.len(),
             config.batch_size
         );
+    }
+    if !args.out.join("latest").exists() {
+        record_command(&args.out, options)?;
     }
     let mut progress = Progress::new();
     let summary = train::train_on(
@@ -267,4 +273,24 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
     }
     config.validate()?;
     Ok(())
+}
+
+/// Writes `RUN_DIR/command.toml`: the options a fresh run starts with (flags and `--config`
+/// values; defaults are not listed, see config.json for every setting), so that
+/// `robustness train --config RUN_DIR/command.toml --out OTHER` runs it again.
+fn record_command(run_dir: &Path, options: &toml::Table) -> Result<()> {
+    let text = toml::to_string(options).context("writing the run's options as TOML")?;
+    let header = format!(
+        "# The options `robustness train` started this run with (defaults are not listed:\n\
+         # config.json holds every setting). Run it again with\n\
+         #   robustness train --config {} --out OTHER_DIR\n",
+        run_dir.join(COMMAND_FILE).display()
+    );
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating the run folder {}", run_dir.display()))?;
+    robustness::train::checkpoint::write_atomic(
+        &run_dir.join(COMMAND_FILE),
+        format!("{header}{text}").as_bytes(),
+    )
+    .with_context(|| format!("writing {}", run_dir.join(COMMAND_FILE).display()))
 }
