@@ -132,8 +132,14 @@ fn tokens_for(
     // Top-level keys (shared: `false`), then the command's own table over them (`true`).
     let mut entries: Vec<(&String, &toml::Value, bool)> = Vec::new();
     for (key, value) in table {
-        if commands.contains(&key.as_str()) && value.is_table() {
-            continue;
+        if value.is_table() {
+            if commands.contains(&key.as_str()) {
+                continue;
+            }
+            bail!(
+                "[{key}] is not a command of robustness (its commands: {})",
+                commands.join(", ")
+            );
         }
         entries.push((key, value, false));
     }
@@ -465,6 +471,12 @@ mod tests {
         assert!(format!("{err:#}").contains("switch"), "{err:#}");
         let err = expand_with("list", "arch = [\"cnn\", \"mlp\"]\n", &args).expect_err("list");
         assert!(format!("{err:#}").contains("one value"), "{err:#}");
+        let err = expand_with("table", "[trian]\nepochs = 3\n", &args).expect_err("table");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("[trian] is not a command") && msg.contains("train"),
+            "{msg}"
+        );
         let err = expand_with("toml", "epochs = \n", &args).expect_err("bad toml");
         assert!(format!("{err:#}").contains("not valid TOML"), "{err:#}");
         let err = expand_with("nested", "config = \"other.toml\"\n", &args).expect_err("nested");
