@@ -41,15 +41,15 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let (args, from_file) =
-        match config_file::expand(&cli::Cli::command(), std::env::args_os().collect()) {
-            Ok(expanded) => expanded,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                return ExitCode::from(2);
-            }
-        };
+    // `--config FILE`: the file's options join the command line before clap parses it.
     let root = cli::Cli::command();
+    let (args, from_file) = match config_file::expand(&root, std::env::args_os().collect()) {
+        Ok(expanded) => expanded,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let parsed = root
         .clone()
         .try_get_matches_from(args)
