@@ -143,10 +143,9 @@ fn tokens_for(
         }
         entries.push((key, value, false));
     }
-    if let Some(own) = table.get(sub.get_name()) {
-        let own = own
-            .as_table()
-            .expect("a command's entry was checked to be a table");
+    // A command's name with a value that is no table (`train = 3`) stays a top-level key and
+    // is refused below as no option.
+    if let Some(own) = table.get(sub.get_name()).and_then(toml::Value::as_table) {
         for (key, value) in own {
             entries.retain(|(k, _, _)| normalise(k) != normalise(key));
             entries.push((key, value, true));
@@ -476,6 +475,11 @@ mod tests {
         assert!(
             msg.contains("[trian] is not a command") && msg.contains("train"),
             "{msg}"
+        );
+        let err = expand_with("scalar", "train = 3\n", &args).expect_err("not a table");
+        assert!(
+            format!("{err:#}").contains("`train` is not an option"),
+            "{err:#}"
         );
         let err = expand_with("toml", "epochs = \n", &args).expect_err("bad toml");
         assert!(format!("{err:#}").contains("not valid TOML"), "{err:#}");
