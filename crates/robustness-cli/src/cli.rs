@@ -116,10 +116,17 @@ pub struct AttackArgs {
 /// Where the data comes from.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Data set: digits (embedded, no download), mnist, cifar10, synthetic; for `train` also
-    /// constructed:DIR (a set written by `robustness construct`, tested on its source's test set).
+    /// Data set: digits (embedded, no download), mnist, cifar10, synthetic, folder:PATH (an
+    /// image folder: PATH/train/<class>/*.png|jpg..., PATH/test/<class>/... or val/, valid/);
+    /// for `train` also constructed:DIR (a set written by `robustness construct`, tested on its
+    /// source's test set).
     #[arg(long, default_value = "digits")]
     pub dataset: String,
+    /// Image folders (folder:PATH): resize every image's shorter side to N and centre-crop it to
+    /// NxN (torchvision's Resize(N) + CenterCrop(N)); default: the images' own size, which they
+    /// must share.
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<usize>,
     /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data); for CIFAR-10 also
     /// the path of cifar-10-binary.tar.gz.
     #[arg(long)]
@@ -600,9 +607,13 @@ pub struct ImportArgs {
     #[arg(long)]
     pub arch: String,
     /// Data set the model is for (input shape, class names, default normalisation): cifar10,
-    /// mnist or digits.
+    /// mnist, digits or folder:PATH (an image folder: its training classes and image size; no
+    /// fixed normalisation).
     #[arg(long, default_value = "cifar10")]
     pub dataset: String,
+    /// With folder:PATH: the side the model's inputs have (`--image-size` of train/eval).
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<usize>,
     /// Number of output classes, when not the data set's (e.g. 2 for a cats-vs-dogs model).
     #[arg(long)]
     pub num_classes: Option<usize>,

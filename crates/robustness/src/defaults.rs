@@ -56,8 +56,9 @@ pub fn for_dataset(kind: DatasetKind) -> TrainConfig {
     let base = TrainConfig::default();
     match kind {
         // [R] TRAINING_DEFAULTS for CIFAR: 150 epochs, batch 128, weight decay 5e-4, step_lr 50;
-        // TRAINING_ARGS: lr 0.1, momentum 0.9, gamma 0.1; data augmentation on.
-        DatasetKind::Cifar10 => TrainConfig {
+        // TRAINING_ARGS: lr 0.1, momentum 0.9, gamma 0.1; data augmentation on. An image folder
+        // (ours) gets the same recipe: the reference library's CINIC-10 defaults are CIFAR's.
+        DatasetKind::Cifar10 | DatasetKind::Folder => TrainConfig {
             dataset: kind,
             arch: Arch::Resnet18,
             epochs: 150,
@@ -119,7 +120,9 @@ pub fn normalization(kind: DatasetKind) -> Option<(Vec<f32>, Vec<f32>)> {
         DatasetKind::Cifar10 => Some((vec![0.4914, 0.4822, 0.4465], vec![0.2023, 0.1994, 0.2010])),
         // The usual MNIST statistics (torchvision examples).
         DatasetKind::Mnist => Some((vec![0.1307], vec![0.3081])),
-        DatasetKind::Digits | DatasetKind::Synthetic => None,
+        // An image folder: its training split's statistics (ours; the reference library fixes
+        // CINIC-10's to the values those statistics give).
+        DatasetKind::Digits | DatasetKind::Synthetic | DatasetKind::Folder => None,
     }
 }
 
@@ -128,9 +131,12 @@ pub fn normalization(kind: DatasetKind) -> Option<(Vec<f32>, Vec<f32>)> {
 pub fn adversarial(kind: DatasetKind, constraint: Constraint, eps: Option<f64>) -> AttackConfig {
     let (default_eps, steps, step_ratio, random_start) = match (kind, constraint) {
         // [P] C.3, Table 4: l2 eps 0.5, 7 steps of eps/5, starting from the original image.
-        (DatasetKind::Cifar10, Constraint::L2) => (0.5, 7, 0.2, false),
+        // An image folder (ours): CIFAR-10's rows, as for its training defaults.
+        (DatasetKind::Cifar10 | DatasetKind::Folder, Constraint::L2) => (0.5, 7, 0.2, false),
         // Madry et al. 2018: Linf 8/255, 7 steps of 2/255, random start.
-        (DatasetKind::Cifar10, Constraint::Linf) => (8.0 / 255.0, 7, 0.25, true),
+        (DatasetKind::Cifar10 | DatasetKind::Folder, Constraint::Linf) => {
+            (8.0 / 255.0, 7, 0.25, true)
+        }
         // Madry et al. 2018: MNIST Linf 0.3, 40 steps of 0.01, random start.
         (DatasetKind::Mnist, Constraint::Linf) => (0.3, 40, 0.01 / 0.3, true),
         // Ours: the L2 radius that matches the CIFAR setting per pixel is sqrt(784/3072) * 0.5.

@@ -23,7 +23,8 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     let saved = checkpoint::read_meta(&checkpoint::resolve(first)?)?;
     // The model's own split (the embedded digits' split depends on the training seed).
     let split_seed = saved.seed;
-    let (dataset, split, classes) = load_data(&args.data, split_seed)?;
+    let loaded = load_data(&args.data, split_seed)?;
+    let (dataset, split, classes) = (loaded.kind, loaded.split, loaded.classes);
     let from_test = matches!(args.from, SplitArg::Test);
     let mut train_set = if from_test { split.test } else { split.train };
     if let Some(images) = args.limit {
@@ -71,6 +72,7 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     source.limit = args.limit;
     source.limit_spread = args.limit.is_some() && !args.limit_first;
     source.from_test = from_test;
+    source.folder = loaded.folder;
     let shard: Option<Shard> = args.shard.as_deref().map(str::parse).transpose()?;
     let meta = ConstructMeta::with_models(config, source, refs, shard)?;
     let started = Instant::now();

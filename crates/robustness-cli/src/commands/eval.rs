@@ -39,7 +39,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
                 .with_context(|| format!("loading the constructed set {}", dir.display()))?;
             set
         }
-        None => load_data(&args.data, seed)?.1.test,
+        None => load_data(&args.data, seed)?.split.test,
     };
     if let Some(limit) = args.limit {
         test = test.spread(limit);
@@ -72,7 +72,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
         "{} on {} {}: accuracy {:.2}%",
         describe(&args.checkpoint, &meta),
         report.examples,
-        images_name(&args, Some(&meta.dataset.to_string())),
+        images_name(&args, Some(&args.data.dataset)),
         100.0 * report.accuracy
     );
     outln!("\n| class | accuracy |\n|---|---|");

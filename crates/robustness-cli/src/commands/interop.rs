@@ -5,11 +5,12 @@ use crate::cli::{ExportArgs, ExportDatasetArgs, ImportArgs, PredictArgs};
 use crate::commands::print_json;
 use anyhow::{Context, Result, bail};
 use robustness::construct::store;
-use robustness::data::{DatasetKind, cifar10};
+use robustness::data::{self, DatasetKind, cifar10};
 use robustness::interop::{self, ImportFormat, released, torchfile};
 use robustness::train::checkpoint::{self, CheckpointMeta};
 use robustness::{Arch, ModelSpec, defaults, eval};
 use serde_json::json;
+use std::path::Path;
 
 /// Input shape and class names of the data sets a checkpoint can be imported for.
 fn dataset_layout(kind: DatasetKind) -> Result<([usize; 3], Vec<String>)> {
@@ -24,14 +25,32 @@ fn dataset_layout(kind: DatasetKind) -> Result<([usize; 3], Vec<String>)> {
         DatasetKind::Synthetic => {
             bail!("--dataset synthetic: import is for image models (cifar10, mnist, digits)")
         }
+        DatasetKind::Folder => bail!("--dataset folder needs the folder: --dataset folder:PATH"),
     })
 }
 
 pub fn import(args: ImportArgs, device: &robustness::Device) -> Result<()> {
     let format: ImportFormat = args.from.parse().map_err(anyhow::Error::msg)?;
     let arch: Arch = args.arch.parse()?;
-    let kind: DatasetKind = args.dataset.parse()?;
-    let ([channels, height, width], mut class_names) = dataset_layout(kind)?;
+    let folder = args
+        .dataset
+        .split_once(':')
+        .filter(|(prefix, _)| prefix.eq_ignore_ascii_case("folder"))
+        .map(|(_, root)| Path::new(root));
+    let (kind, ([channels, height, width], mut class_names)) = match folder {
+        Some(root) => (
+            DatasetKind::Folder,
+            data::folder::layout(root, args.image_size)
+                .with_context(|| format!("reading the image folder {}", root.display()))?,
+        ),
+        None => {
+            if args.image_size.is_some() {
+                bail!("--image-size applies to --dataset folder:PATH only");
+            }
+            let kind: DatasetKind = args.dataset.parse()?;
+            (kind, dataset_layout(kind)?)
+        }
+    };
     let num_classes = args.num_classes.unwrap_or(class_names.len());
     if num_classes == 0 {
         bail!("--num-classes must be at least 1");

@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use robustness::attack::AttackConfig;
 use robustness::attack::threat::Constraint;
 use robustness::construct::Source;
-use robustness::data::{self, Dataset, DatasetKind, Split, SyntheticConfig};
-use std::path::Path;
+use robustness::data::{self, Dataset, DatasetKind, FolderSource, Split, SyntheticConfig};
+use std::path::{Path, PathBuf};
 
 /// Runs the parsed command; `options` are the options it was given explicitly, as a config
 /// file (`train` records them in its run folder).
@@ -76,20 +76,78 @@ pub fn synthetic_config(args: &DataArgs) -> SyntheticConfig {
     s
 }
 
-/// Loads the data set named by the flags, with its class subset applied. Returns the split and
-/// the selected class names (`None` = all classes).
-pub fn load_data(args: &DataArgs, seed: u64) -> Result<(DatasetKind, Split, Option<Vec<String>>)> {
-    let kind: DatasetKind = args.dataset.parse()?;
-    let dir = data::resolve_data_dir(args.data.as_deref());
-    if kind.needs_data_dir() && dir.is_none() {
-        bail!(
-            "no data folder for {kind}: pass --data PATH, set ROBUSTNESS_DATA, or place the files in ../shared/data"
-        );
+/// The data set named by the flags: its kind and, for an image folder (`folder:PATH`, or
+/// `folder` with `--data PATH`), the folder with `--image-size`.
+pub fn dataset_of(args: &DataArgs) -> Result<(DatasetKind, Option<FolderSource>)> {
+    let spec = args.dataset.trim();
+    let folder_root = match spec.split_once(':') {
+        Some((prefix, path)) if prefix.eq_ignore_ascii_case("folder") => {
+            if path.is_empty() {
+                bail!("--dataset folder: needs the folder's path: --dataset folder:PATH");
+            }
+            if args.data.is_some() {
+                bail!(
+                    "--data does not apply to --dataset folder:PATH (the path names the image folder)"
+                );
+            }
+            Some(PathBuf::from(path))
+        }
+        _ => None,
+    };
+    let kind = match folder_root {
+        Some(_) => DatasetKind::Folder,
+        None => spec.parse()?,
+    };
+    let folder = match (kind, folder_root) {
+        (DatasetKind::Folder, Some(root)) => Some(root),
+        (DatasetKind::Folder, None) => Some(args.data.clone().ok_or(data::DataError::NoFolder)?),
+        _ => None,
     }
-    let split = data::load(kind, dir.as_deref(), seed, &synthetic_config(args))
-        .with_context(|| format!("loading {kind}"))?;
-    match &args.classes {
-        None => Ok((kind, split, None)),
+    .map(|root| FolderSource {
+        root,
+        image_size: args.image_size,
+    });
+    if folder.is_none() && args.image_size.is_some() {
+        bail!("--image-size applies to image folders (--dataset folder:PATH), not to {kind}");
+    }
+    if args.image_size == Some(0) {
+        bail!("--image-size 0: give a positive size in pixels");
+    }
+    Ok((kind, folder))
+}
+
+/// A data set as the flags name it, its class subset applied.
+pub struct Loaded {
+    /// Which data set.
+    pub kind: DatasetKind,
+    /// Its train and test splits (after `--classes`).
+    pub split: Split,
+    /// The selected class names (`None` = all classes).
+    pub classes: Option<Vec<String>>,
+    /// The image folder, for `folder:PATH`.
+    pub folder: Option<FolderSource>,
+}
+
+/// Loads the data set named by the flags, with its class subset applied.
+pub fn load_data(args: &DataArgs, seed: u64) -> Result<Loaded> {
+    let (kind, folder) = dataset_of(args)?;
+    let split = match &folder {
+        Some(f) => f
+            .load()
+            .with_context(|| format!("loading the image folder {}", f.root.display()))?,
+        None => {
+            let dir = data::resolve_data_dir(args.data.as_deref());
+            if kind.needs_data_dir() && dir.is_none() {
+                bail!(
+                    "no data folder for {kind}: pass --data PATH, set ROBUSTNESS_DATA, or place the files in ../shared/data"
+                );
+            }
+            data::load(kind, dir.as_deref(), seed, &synthetic_config(args))
+                .with_context(|| format!("loading {kind}"))?
+        }
+    };
+    let (split, classes) = match &args.classes {
+        None => (split, None),
         Some(spec) => {
             let classes = data::parse_classes(spec, &split.train.class_names)?;
             let names = classes
@@ -100,9 +158,15 @@ pub fn load_data(args: &DataArgs, seed: u64) -> Result<(DatasetKind, Split, Opti
                 train: split.train.select_classes(&classes),
                 test: split.test.select_classes(&classes),
             };
-            Ok((kind, split, Some(names)))
+            (split, Some(names))
         }
-    }
+    };
+    Ok(Loaded {
+        kind,
+        split,
+        classes,
+        folder,
+    })
 }
 
 /// The original test set of the data set a constructed set was built from (same split, same
@@ -110,14 +174,25 @@ pub fn load_data(args: &DataArgs, seed: u64) -> Result<(DatasetKind, Split, Opti
 pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Dataset> {
     let kind = source.dataset;
     let dir = data::resolve_data_dir(data_dir);
-    if kind.needs_data_dir() && dir.is_none() {
+    if kind.needs_data_dir() && source.folder.is_none() && dir.is_none() {
         bail!(
             "no data folder for {kind} (the test set of this constructed data set): pass --data PATH, set ROBUSTNESS_DATA, or place the files in ../shared/data"
         );
     }
     let synthetic = source.synthetic.clone().unwrap_or_default();
-    let split = data::load(kind, dir.as_deref(), source.split_seed, &synthetic)
-        .with_context(|| format!("loading the test set of {kind}"))?;
+    let split = match (&source.folder, kind) {
+        (Some(folder), _) => folder.load().with_context(|| {
+            format!(
+                "loading the test set of the image folder {}",
+                folder.root.display()
+            )
+        })?,
+        (None, DatasetKind::Folder) => {
+            bail!("the constructed set's metadata names an image folder but not its path")
+        }
+        (None, _) => data::load(kind, dir.as_deref(), source.split_seed, &synthetic)
+            .with_context(|| format!("loading the test set of {kind}"))?,
+    };
     let test = match &source.classes {
         None => split.test,
         Some(names) => {

@@ -32,7 +32,8 @@ impl Input {
     pub fn load(path: &Path, data: &DataArgs, device: &robustness::Device) -> Result<Self> {
         let dir = checkpoint::resolve(path)?;
         let saved = checkpoint::read_meta(&dir)?;
-        let (dataset, split, _) = load_data(data, saved.seed)?;
+        let loaded = load_data(data, saved.seed)?;
+        let (dataset, split) = (loaded.kind, loaded.split);
         let (model, saved) = checkpoint::load_for_data(path, &split.test, device)?;
         let sha256 = construct::sha256_file(&dir.join(checkpoint::WEIGHTS_FILE))?;
         Ok(Self {

@@ -21,10 +21,11 @@ pub fn run(args: TrainArgs, devices: &[robustness::Device], options: &toml::Tabl
     let (mut config, split) = match args.data.dataset.strip_prefix("constructed:") {
         Some(dir) => constructed(Path::new(dir), &args)?,
         None => {
-            let (kind, split, classes) = load_data(&args.data, args.seed)?;
-            let mut config = defaults::for_dataset(kind);
-            config.classes = classes;
-            (config, split)
+            let loaded = load_data(&args.data, args.seed)?;
+            let mut config = defaults::for_dataset(loaded.kind);
+            config.classes = loaded.classes;
+            config.folder = loaded.folder;
+            (config, loaded.split)
         }
     };
     config.seed = args.seed;
@@ -105,6 +106,11 @@ fn constructed(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
             "--classes does not apply to a constructed data set (it keeps the classes it was built with)"
         );
     }
+    if args.data.image_size.is_some() {
+        anyhow::bail!(
+            "--image-size does not apply to a constructed data set (its images keep the size they were built with)"
+        );
+    }
     if released::is_released(dir) && !dir.join(store::META_FILE).exists() {
         return released_set(dir, args);
     }
@@ -118,6 +124,7 @@ fn constructed(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
     let test = load_source_test(&meta.source, args.data.data.as_deref())?;
     let mut config = defaults::for_constructed(meta.source.dataset, meta.config.kind);
     config.classes = meta.source.classes.clone();
+    config.folder = meta.source.folder.clone();
     config.constructed = Some(ConstructedRef {
         path: dir.display().to_string(),
         kind: meta.config.kind,
@@ -232,9 +239,9 @@ fn apply_flags(config: &mut TrainConfig, args: &TrainArgs) -> Result<()> {
         config.augment = false;
     }
     if let Some(recipe) = args.augment {
-        if config.dataset != DatasetKind::Cifar10 {
+        if !matches!(config.dataset, DatasetKind::Cifar10 | DatasetKind::Folder) {
             anyhow::bail!(
-                "--augment (random crop + flip) applies to CIFAR-10 images only, not {} (a flip changes a digit)",
+                "--augment (random crop + flip) applies to CIFAR-10 and image folders only, not {} (a flip changes a digit)",
                 config.dataset
             );
         }

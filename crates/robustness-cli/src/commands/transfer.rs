@@ -15,7 +15,7 @@ pub fn run(args: TransferArgs, device: &robustness::Device) -> Result<()> {
         bail!("--limit 0: attack at least one test image");
     }
     let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&args.source)?)?;
-    let (_, split, _) = load_data(&args.data, saved.seed)?;
+    let split = load_data(&args.data, saved.seed)?.split;
     let mut test = split.test;
     if let Some(limit) = args.limit {
         test = test.spread(limit);

@@ -233,6 +233,10 @@ pub struct Source {
     /// out of the JSON when false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub from_test: bool,
+    /// The image folder of `dataset: folder` (root and image size), whose test set is the
+    /// constructed set's; left out of the JSON for the other data sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<crate::data::FolderSource>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -261,6 +265,7 @@ impl Source {
             limit: None,
             limit_spread: false,
             from_test: false,
+            folder: None,
         }
     }
 

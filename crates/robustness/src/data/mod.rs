@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod cifar10;
 pub mod digits;
+pub mod folder;
 pub mod loader;
 pub mod mnist;
 pub mod synthetic;
@@ -16,6 +17,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use augment::{Augmentation, random_crop_flip};
+pub use folder::FolderSource;
 pub use loader::{Batch, BatchIter, Prefetch, batches, prefetch};
 pub use synthetic::SyntheticConfig;
 
@@ -397,10 +399,31 @@ pub enum DataError {
         spec: String,
     },
     /// A data set name is not known.
-    #[error("unknown data set '{name}'; valid: digits, mnist, cifar10 (or cifar), synthetic")]
+    #[error(
+        "unknown data set '{name}'; valid: digits, mnist, cifar10 (or cifar), synthetic, folder:PATH"
+    )]
     UnknownDataset {
         /// The name given.
         name: String,
+    },
+    /// An image-folder data set was named without its folder.
+    #[error("the folder data set needs its folder: --dataset folder:PATH (or --data PATH)")]
+    NoFolder,
+    /// An image folder's layout is wrong (see [`folder`]).
+    #[error("{}: {message}", .path.display())]
+    Folder {
+        /// The folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An image file cannot be decoded.
+    #[error("{}: cannot decode the image: {message}", .path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        message: String,
     },
     /// A synthetic-data configuration is invalid.
     #[error("invalid synthetic data configuration: {message}")]
@@ -423,30 +446,39 @@ pub enum DatasetKind {
     Cifar10,
     /// The Tsipras et al. robust/non-robust feature distribution; `1x1x(d+1)`, 2 classes.
     Synthetic,
+    /// An image folder (`train/<class>/...`, `test/<class>/...`; see [`folder`]): RGB, the
+    /// classes its folders name. Its root is the data directory ([`FolderSource`]).
+    Folder,
 }
 
 impl DatasetKind {
     /// All kinds, in display order.
-    pub const ALL: [DatasetKind; 4] = [
+    pub const ALL: [DatasetKind; 5] = [
         DatasetKind::Digits,
         DatasetKind::Mnist,
         DatasetKind::Cifar10,
         DatasetKind::Synthetic,
+        DatasetKind::Folder,
     ];
 
-    /// The canonical lowercase name (`"digits"`, `"mnist"`, `"cifar10"`, `"synthetic"`).
+    /// The canonical lowercase name (`"digits"`, `"mnist"`, `"cifar10"`, `"synthetic"`,
+    /// `"folder"`).
     pub fn as_str(self) -> &'static str {
         match self {
             DatasetKind::Digits => "digits",
             DatasetKind::Mnist => "mnist",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Synthetic => "synthetic",
+            DatasetKind::Folder => "folder",
         }
     }
 
     /// Whether loading needs files from a data directory.
     pub fn needs_data_dir(self) -> bool {
-        matches!(self, DatasetKind::Mnist | DatasetKind::Cifar10)
+        matches!(
+            self,
+            DatasetKind::Mnist | DatasetKind::Cifar10 | DatasetKind::Folder
+        )
     }
 }
 
@@ -459,13 +491,15 @@ impl fmt::Display for DatasetKind {
 impl FromStr for DatasetKind {
     type Err = DataError;
 
-    /// Case-insensitive: `digits`, `mnist`, `cifar10` or `cifar`, `synthetic`.
+    /// Case-insensitive: `digits`, `mnist`, `cifar10` or `cifar`, `synthetic`, `folder` (the
+    /// command line's `folder:PATH` names the root as well).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "digits" => Ok(DatasetKind::Digits),
             "mnist" => Ok(DatasetKind::Mnist),
             "cifar10" | "cifar" | "cifar-10" => Ok(DatasetKind::Cifar10),
             "synthetic" => Ok(DatasetKind::Synthetic),
+            "folder" => Ok(DatasetKind::Folder),
             _ => Err(DataError::UnknownDataset {
                 name: s.to_string(),
             }),
@@ -536,6 +570,8 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> Option<PathBuf> {
 /// - `Mnist`, `Cifar10`: read from `data_dir` (see [`mnist::load`], [`cifar10::load`]); when
 ///   `data_dir` is `None` it is found with [`resolve_data_dir`]`(None)`.
 /// - `Synthetic`: generated from `synthetic` and `seed`; `data_dir` is ignored.
+/// - `Folder`: the image folder `data_dir` (required: never looked up), images at their own size
+///   (for resizing see [`FolderSource`]).
 pub fn load(
     kind: DatasetKind,
     data_dir: Option<&Path>,
@@ -553,6 +589,7 @@ pub fn load(
         DatasetKind::Mnist => mnist::load(&dir()?),
         DatasetKind::Cifar10 => cifar10::load(&dir()?),
         DatasetKind::Synthetic => synthetic::generate(synthetic, seed),
+        DatasetKind::Folder => folder::load(data_dir.ok_or(DataError::NoFolder)?, None),
     }
 }
 

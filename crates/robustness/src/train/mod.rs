@@ -137,6 +137,10 @@ pub struct TrainConfig {
     /// weight ~ Beta(alpha, alpha), see [`objective`]); `None` (left out of the JSON): no mixup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixup: Option<f64>,
+    /// The image folder of `dataset: folder` (its root and image size), to load it again;
+    /// left out of the JSON for the other data sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<crate::data::FolderSource>,
 }
 
 impl Default for TrainConfig {
@@ -162,6 +166,7 @@ impl Default for TrainConfig {
             ema: None,
             label_smoothing: None,
             mixup: None,
+            folder: None,
         }
     }
 }
