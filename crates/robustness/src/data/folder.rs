@@ -131,6 +131,8 @@ pub fn load(root: &Path, image_size: Option<usize>) -> Result<Split, DataError> 
             (h as usize, w as usize)
         }
     };
+    let values = (train_files.len() + test_files.len()) as u64 * 3 * size.0 as u64 * size.1 as u64;
+    fits_in_memory(root, values * 4, available_memory())?;
     let train = decode_all(
         &format!("{name}-train"),
         &train_files,
@@ -180,6 +182,31 @@ pub fn layout(
         }
     };
     Ok(([3, h, w], class_names))
+}
+
+/// Bytes of memory available (`MemAvailable` of `/proc/meminfo`); `None` where unknown.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a folder whose images, as f32, would not fit in the available memory (rather than
+/// let the system kill the process part-way through decoding).
+fn fits_in_memory(root: &Path, bytes: u64, available: Option<u64>) -> Result<(), DataError> {
+    const GIB: f64 = (1u64 << 30) as f64;
+    match available {
+        Some(free) if bytes > free => Err(layout_error(
+            root,
+            &format!(
+                "its images need {:.1} GiB in memory as f32, but {:.1} GiB is available: give a smaller --image-size, or a folder with fewer images or classes",
+                bytes as f64 / GIB,
+                free as f64 / GIB
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A layout error about `path`.
@@ -463,6 +490,18 @@ mod tests {
         assert_eq!(classes, vec!["cat", "dog"]);
         assert_eq!(layout(dir.path(), Some(5)).expect("layout").0, [3, 5, 5]);
         assert!(layout(&dir.path().join("absent"), None).is_err());
+    }
+
+    #[test]
+    fn a_folder_too_large_for_memory_is_refused_before_decoding() {
+        let root = Path::new("/data/imagenet");
+        let e = fits_in_memory(root, 3 << 30, Some(2 << 30))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("3.0 GiB") && e.contains("2.0 GiB"), "{e}");
+        assert!(fits_in_memory(root, 1 << 30, Some(2 << 30)).is_ok());
+        assert!(fits_in_memory(root, u64::MAX, None).is_ok());
     }
 
     #[test]
