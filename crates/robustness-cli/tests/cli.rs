@@ -2452,6 +2452,39 @@ fn an_image_folder_trains_evaluates_and_feeds_a_construction() {
     assert_eq!(eval["examples"], 360);
     assert_eq!(eval["test_accuracy"].as_f64(), Some(accuracy));
     assert_eq!(eval["class_names"][3], "3");
+    // A class subset of the folder (read alone): the model answers through those two logits.
+    assert_clean_error(
+        &run(&[
+            "eval",
+            "--checkpoint",
+            &best,
+            "--dataset",
+            &dataset,
+            "--classes",
+            "5,three",
+        ]),
+        "unknown class 'three'",
+    );
+    let pair = json_of(&run(&[
+        "eval",
+        "--checkpoint",
+        &best,
+        "--dataset",
+        &dataset,
+        "--classes",
+        "5,3",
+        "--json",
+    ]));
+    let row_sum = |k: usize| -> u64 {
+        eval["confusion"][k]
+            .as_array()
+            .expect("confusion row")
+            .iter()
+            .map(|v| v.as_u64().expect("count"))
+            .sum()
+    };
+    assert_eq!(pair["class_names"], serde_json::json!(["5", "3"]));
+    assert_eq!(pair["examples"].as_u64(), Some(row_sum(5) + row_sum(3)));
     // Export and import for the folder's layout (its classes and image size): the same model.
     let exported = dir.join("folder-model.safetensors");
     run_ok(&["export", &best, "--out", &s(&exported)]);
@@ -2483,8 +2516,8 @@ fn an_image_folder_trains_evaluates_and_feeds_a_construction() {
         &run(&["eval", "--checkpoint", &best, "--dataset", "digits"]),
         "1x8x8",
     );
-    // A construction from the folder records it, and training on the constructed set tests on
-    // the folder's test images.
+    // A construction from a class subset of the folder records it, and training on the
+    // constructed set tests on those classes of the folder's test images.
     let set = dir.join("det");
     run_ok(&[
         "construct",
@@ -2493,6 +2526,8 @@ fn an_image_folder_trains_evaluates_and_feeds_a_construction() {
         &best,
         "--dataset",
         &dataset,
+        "--classes",
+        "5,3",
         "--limit",
         "100",
         "--steps",
@@ -2517,6 +2552,7 @@ fn an_image_folder_trains_evaluates_and_feeds_a_construction() {
     )
     .expect("config.json is JSON");
     assert_eq!(config["folder"]["root"], s(&root));
+    assert_eq!(config["classes"], serde_json::json!(["5", "3"]));
     // Bad folder flags are one-line errors.
     let out = s(&dir.join("never"));
     assert_clean_error(

@@ -132,9 +132,36 @@ pub struct Loaded {
 pub fn load_data(args: &DataArgs, seed: u64) -> Result<Loaded> {
     let (kind, folder) = dataset_of(args)?;
     let split = match &folder {
-        Some(f) => f
-            .load()
-            .with_context(|| format!("loading the image folder {}", f.root.display()))?,
+        Some(f) => {
+            // A class subset reads only its classes' images: their names from the folder's
+            // layout (`--classes` may give indices), then the subset of the folder.
+            let keep = match &args.classes {
+                Some(spec) => {
+                    let (_, names) =
+                        data::folder::layout(&f.root, f.image_size).with_context(|| {
+                            format!("reading the image folder {}", f.root.display())
+                        })?;
+                    let picked = data::parse_classes(spec, &names)?;
+                    Some(
+                        picked
+                            .into_iter()
+                            .map(|c| names[c].clone())
+                            .collect::<Vec<_>>(),
+                    )
+                }
+                None => None,
+            };
+            let split = f
+                .load_classes(keep.as_deref())
+                .with_context(|| format!("loading the image folder {}", f.root.display()))?;
+            // The loaded classes are the kept ones in the folder's order: select by name.
+            let picked = keep.map(|keep| {
+                keep.iter()
+                    .filter_map(|k| split.train.class_names.iter().position(|c| c == k))
+                    .collect()
+            });
+            return select(kind, split, picked, folder);
+        }
         None => {
             let dir = data::resolve_data_dir(args.data.as_deref());
             if kind.needs_data_dir() && dir.is_none() {
@@ -146,10 +173,23 @@ pub fn load_data(args: &DataArgs, seed: u64) -> Result<Loaded> {
                 .with_context(|| format!("loading {kind}"))?
         }
     };
-    let (split, classes) = match &args.classes {
+    let picked = match &args.classes {
+        Some(spec) => Some(data::parse_classes(spec, &split.train.class_names)?),
+        None => None,
+    };
+    select(kind, split, picked, folder)
+}
+
+/// `split` with the classes `picked` (indices into its classes) kept, relabelled in that order.
+fn select(
+    kind: DatasetKind,
+    split: Split,
+    picked: Option<Vec<usize>>,
+    folder: Option<FolderSource>,
+) -> Result<Loaded> {
+    let (split, classes) = match picked {
         None => (split, None),
-        Some(spec) => {
-            let classes = data::parse_classes(spec, &split.train.class_names)?;
+        Some(classes) => {
             let names = classes
                 .iter()
                 .map(|&c| split.train.class_names[c].clone())
@@ -181,12 +221,14 @@ pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Data
     }
     let synthetic = source.synthetic.clone().unwrap_or_default();
     let split = match (&source.folder, kind) {
-        (Some(folder), _) => folder.load().with_context(|| {
-            format!(
-                "loading the test set of the image folder {}",
-                folder.root.display()
-            )
-        })?,
+        (Some(folder), _) => folder
+            .load_classes(source.classes.as_deref())
+            .with_context(|| {
+                format!(
+                    "loading the test set of the image folder {}",
+                    folder.root.display()
+                )
+            })?,
         (None, DatasetKind::Folder) => {
             bail!("the constructed set's metadata names an image folder but not its path")
         }
@@ -196,7 +238,12 @@ pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Data
     let test = match &source.classes {
         None => split.test,
         Some(names) => {
-            let classes = data::parse_classes(&names.join(","), &split.test.class_names)?;
+            // By name (a folder's class names may hold commas); the shape check below catches
+            // a name that is missing.
+            let classes: Vec<usize> = names
+                .iter()
+                .filter_map(|n| split.test.class_names.iter().position(|c| c == n))
+                .collect();
             split.test.select_classes(&classes)
         }
     };

@@ -51,6 +51,11 @@ impl FolderSource {
     pub fn load(&self) -> Result<Split, DataError> {
         load(&self.root, self.image_size)
     }
+
+    /// Loads only the classes named in `keep` ([`load_classes`]).
+    pub fn load_classes(&self, keep: Option<&[String]>) -> Result<Split, DataError> {
+        load_classes(&self.root, self.image_size, keep)
+    }
 }
 
 /// Loads `root/train` and `root/test` (or `val`, `valid`); see the module documentation.
@@ -59,6 +64,19 @@ impl FolderSource {
 /// test classes that differ from the training classes, an image that cannot be decoded, images of
 /// different sizes without `image_size`, `image_size` 0.
 pub fn load(root: &Path, image_size: Option<usize>) -> Result<Split, DataError> {
+    load_classes(root, image_size, None)
+}
+
+/// [`load`] restricted to the classes named in `keep` (all when `None`): only their images are
+/// read, and the result is the full set's images of those classes, in the same order, labelled
+/// by their position among the kept classes (sorted by name, as in the full set). A class subset
+/// of a large folder (`--classes`) thus costs only its own images. Errors also on a name that
+/// is not a class.
+pub fn load_classes(
+    root: &Path,
+    image_size: Option<usize>,
+    keep: Option<&[String]>,
+) -> Result<Split, DataError> {
     if image_size == Some(0) {
         return Err(layout_error(
             root,
@@ -116,6 +134,21 @@ pub fn load(root: &Path, image_size: Option<usize>) -> Result<Split, DataError> 
             ),
         ));
     }
+    let class_names = match keep {
+        None => class_names,
+        Some(keep) => {
+            if let Some(bad) = keep.iter().find(|k| !class_names.contains(k)) {
+                return Err(layout_error(
+                    &train_dir,
+                    &format!("no class folder '{bad}'"),
+                ));
+            }
+            class_names
+                .into_iter()
+                .filter(|c| keep.contains(c))
+                .collect()
+        }
+    };
     let name = root.file_name().map_or_else(
         || "folder".to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -477,6 +510,32 @@ mod tests {
             split.train.image(0)[2],
             f32::from(want.get_pixel(0, 1)[0]) / 255.0
         );
+    }
+
+    #[test]
+    fn a_class_subset_reads_only_its_classes_and_equals_the_full_sets_selection() {
+        let dir = TempDir::new("folder-keep");
+        toy(dir.path());
+        png(&dir.path().join("train/bird/0.png"), 4, 2, 50);
+        png(&dir.path().join("test/bird/0.png"), 4, 2, 51);
+        let full = load(dir.path(), None).expect("loads");
+        assert_eq!(full.train.class_names, vec!["bird", "cat", "dog"]);
+        // Order of `keep` does not matter: the kept classes stay in the folder's order.
+        let keep = ["dog".to_string(), "bird".to_string()];
+        // An undecodable image of a class not kept is never read.
+        std::fs::write(dir.path().join("train/cat/junk.png"), b"junk").expect("write");
+        assert!(load(dir.path(), None).is_err());
+        let part = load_classes(dir.path(), None, Some(&keep)).expect("the subset loads");
+        let want = full.train.select_classes(&[0, 2]);
+        assert_eq!(part.train.class_names, want.class_names);
+        assert_eq!(part.train.labels, want.labels);
+        assert_eq!(part.train.images, want.images);
+        assert_eq!(part.test.labels, full.test.select_classes(&[0, 2]).labels);
+        let e = load_classes(dir.path(), None, Some(&["cow".to_string()]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("no class folder 'cow'"), "{e}");
     }
 
     #[test]
