@@ -110,9 +110,6 @@ pub fn dataset_of(args: &DataArgs) -> Result<(DatasetKind, Option<FolderSource>)
     if folder.is_none() && args.image_size.is_some() {
         bail!("--image-size applies to image folders (--dataset folder:PATH), not to {kind}");
     }
-    if args.image_size == Some(0) {
-        bail!("--image-size 0: give a positive size in pixels");
-    }
     Ok((kind, folder))
 }
 

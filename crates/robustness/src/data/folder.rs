@@ -77,28 +77,7 @@ pub fn load_classes(
     image_size: Option<usize>,
     keep: Option<&[String]>,
 ) -> Result<Split, DataError> {
-    if image_size == Some(0) {
-        return Err(layout_error(
-            root,
-            "image size 0: give a positive --image-size",
-        ));
-    }
-    if !root.is_dir() {
-        return Err(DataError::NotFound {
-            path: root.to_path_buf(),
-            hint: format!(
-                "no such folder: an image folder holds {TRAIN_DIR}/<class>/<images> and test/<class>/<images>"
-            ),
-        });
-    }
-    let train_dir = root.join(TRAIN_DIR);
-    if !train_dir.is_dir() {
-        return Err(DataError::NotFound {
-            path: train_dir,
-            hint: "an image folder holds train/<class>/<images> and test/<class>/<images> (or val/, valid/)"
-                .to_string(),
-        });
-    }
+    let train_dir = train_dir(root, image_size)?;
     let test_dir = TEST_DIRS
         .iter()
         .map(|d| root.join(d))
@@ -190,20 +169,7 @@ pub fn layout(
     root: &Path,
     image_size: Option<usize>,
 ) -> Result<([usize; 3], Vec<String>), DataError> {
-    if image_size == Some(0) {
-        return Err(layout_error(
-            root,
-            "image size 0: give a positive --image-size",
-        ));
-    }
-    let train_dir = root.join(TRAIN_DIR);
-    if !train_dir.is_dir() {
-        return Err(DataError::NotFound {
-            path: train_dir,
-            hint: "an image folder holds train/<class>/<images> (and test/<class>/<images>)"
-                .to_string(),
-        });
-    }
+    let train_dir = train_dir(root, image_size)?;
     let class_names = class_folders(&train_dir)?;
     let (h, w) = match image_size {
         Some(n) => (n, n),
@@ -215,6 +181,33 @@ pub fn layout(
         }
     };
     Ok(([3, h, w], class_names))
+}
+
+/// `root/train`, after checking it, `root` and `image_size` (not 0).
+fn train_dir(root: &Path, image_size: Option<usize>) -> Result<PathBuf, DataError> {
+    if image_size == Some(0) {
+        return Err(layout_error(
+            root,
+            "image size 0: give a positive --image-size",
+        ));
+    }
+    if !root.is_dir() {
+        return Err(DataError::NotFound {
+            path: root.to_path_buf(),
+            hint: format!(
+                "no such folder: an image folder holds {TRAIN_DIR}/<class>/<images> and test/<class>/<images>"
+            ),
+        });
+    }
+    let dir = root.join(TRAIN_DIR);
+    if !dir.is_dir() {
+        return Err(DataError::NotFound {
+            path: dir,
+            hint: "an image folder holds train/<class>/<images> and test/<class>/<images> (or val/, valid/)"
+                .to_string(),
+        });
+    }
+    Ok(dir)
 }
 
 /// Bytes of memory available (`MemAvailable` of `/proc/meminfo`); `None` where unknown.
