@@ -8,7 +8,8 @@
 //!
 //! As in `ImageFolder`: the classes are the sub-folders of `train/`, sorted by name (label =
 //! position); the images of a class are the files under its folder (sub-folders included) with an
-//! image extension ([`EXTENSIONS`], any case), sorted by path; other files and hidden entries are
+//! image extension ([`EXTENSIONS`], any case), in torchvision's order (folder by folder, a
+//! folder's own files first, each folder's by name); other files and hidden entries are
 //! skipped; every image is converted to RGB (grey levels repeated, alpha dropped), values
 //! `byte / 255` in `[0, 1]`. The test split is `test/`, else `val/`, else `valid/` (CINIC-10 has
 //! all three: `test/` is used), and must have the same class folders.
@@ -293,7 +294,7 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// The image files of every class, class by class, each class's sorted by path (sub-folders
+/// The image files of every class, class by class, each class's in torchvision's order (sub-folders
 /// included), with their labels. Errors on a class without images.
 fn image_files(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>, DataError> {
     let mut out = Vec::new();
@@ -316,7 +317,12 @@ fn image_files(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, usize)>
                 &format!("no images (read: .{})", EXTENSIONS.join(", .")),
             ));
         }
-        files.sort();
+        // torchvision's order: folder by folder (`sorted(os.walk(...))`: a folder's own files
+        // before its sub-folders'), each folder's files by name.
+        files.sort_by(|a, b| {
+            (a.parent().map(Path::as_os_str), a.file_name())
+                .cmp(&(b.parent().map(Path::as_os_str), b.file_name()))
+        });
         out.extend(files.into_iter().map(|f| (f, label)));
     }
     Ok(out)
@@ -467,19 +473,22 @@ mod tests {
         png(&dir.path().join("train/cat/.hidden.png"), 9, 9, 0);
         // A sub-folder's images belong to the class.
         png(&dir.path().join("train/cat/more/3.PNG"), 4, 2, 99);
+        // As torchvision: a folder's own files come before its sub-folders', whatever the names.
+        png(&dir.path().join("train/cat/zz.png"), 4, 2, 77);
         let split = load(dir.path(), None).expect("a valid folder loads");
         let (train, test) = (&split.train, &split.test);
         assert_eq!(train.class_names, vec!["cat", "dog"]);
-        assert_eq!(train.labels, vec![0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(train.labels, vec![0, 0, 0, 0, 0, 1, 1, 1]);
         assert_eq!(test.labels, vec![0, 1]);
         assert_eq!((train.channels, train.height, train.width), (3, 2, 4));
-        // cat = the second class written (seed 10 + i); sorted paths: 0, 1, 2, more/3.
+        // cat = the second class written (seed 10 + i); order: 0, 1, 2, zz, more/3.
         let first = train.image(0);
         assert_eq!(first[0], 10.0 / 255.0); // R plane, pixel (0, 0)
         assert_eq!(first[8 + 3], 3.0 / 255.0); // G plane = x, pixel (3, 0)
         assert_eq!(first[16 + 4], 1.0 / 255.0); // B plane = y, pixel (0, 1)
-        assert_eq!(train.image(3)[0], 99.0 / 255.0);
-        assert_eq!(train.image(4)[0], 0.0); // dog, i = 0
+        assert_eq!(train.image(3)[0], 77.0 / 255.0);
+        assert_eq!(train.image(4)[0], 99.0 / 255.0);
+        assert_eq!(train.image(5)[0], 0.0); // dog, i = 0
         assert!(train.name.ends_with("-train"));
     }
 
