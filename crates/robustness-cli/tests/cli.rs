@@ -2535,6 +2535,29 @@ fn an_image_folder_trains_evaluates_and_feeds_a_construction() {
         "--out",
         &s(&set),
     ]);
+    // From here on one training image is undecodable: what needs only the test split (eval,
+    // training on the constructed set, which tests on the folder) never decodes it.
+    let junk = root.join("train/9/zz-junk.png");
+    std::fs::write(&junk, b"not a PNG").expect("write");
+    let eval_again = json_of(&run(&[
+        "eval",
+        "--checkpoint",
+        &best,
+        "--dataset",
+        &dataset,
+        "--json",
+    ]));
+    assert_eq!(eval_again["test_accuracy"].as_f64(), Some(accuracy));
+    assert_clean_error(
+        &run(&[
+            "train",
+            "--dataset",
+            &dataset,
+            "--out",
+            &s(&dir.join("never")),
+        ]),
+        "zz-junk.png",
+    );
     let retrained = json_of(&run(&[
         "train",
         "--dataset",

@@ -3,7 +3,7 @@
 //! and `attack.json`.
 
 use crate::cli::AttackCmdArgs;
-use crate::commands::{attack_config, load_data, print_json};
+use crate::commands::{attack_config, load_test_data, print_json};
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -37,9 +37,9 @@ pub(super) fn parse_indices(spec: &str, len: usize) -> Result<Vec<usize>> {
 pub fn run(args: AttackCmdArgs, device: &robustness::Device) -> Result<()> {
     let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&args.checkpoint)?)?;
     let seed = args.seed.unwrap_or(saved.seed);
-    let split = load_data(&args.data, seed)?.split;
-    let indices = parse_indices(&args.indices, split.test.len())?;
-    let test = split.test.subset(&indices);
+    let test = load_test_data(&args.data, seed)?;
+    let indices = parse_indices(&args.indices, test.len())?;
+    let test = test.subset(&indices);
     let (model, _) = train::checkpoint::load_for_data(&args.checkpoint, &test, device)?;
     let kind: AttackKind = args.attack.parse().map_err(anyhow::Error::msg)?;
     let eps = match args.attack_args.eps[..] {

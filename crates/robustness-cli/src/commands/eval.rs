@@ -3,7 +3,7 @@
 //! curve, as a table and a PNG plot).
 
 use crate::cli::{EvalArgs, MergeEvalArgs};
-use crate::commands::{attack_config, load_data, print_json, same_split};
+use crate::commands::{attack_config, load_test_data, print_json, same_split};
 use crate::progress::Examples;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,7 +39,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
                 .with_context(|| format!("loading the constructed set {}", dir.display()))?;
             set
         }
-        None => load_data(&args.data, seed)?.split.test,
+        None => load_test_data(&args.data, seed)?,
     };
     if let Some(limit) = args.limit {
         test = test.spread(limit);

@@ -127,6 +127,17 @@ pub struct Loaded {
 
 /// Loads the data set named by the flags, with its class subset applied.
 pub fn load_data(args: &DataArgs, seed: u64) -> Result<Loaded> {
+    load_splits(args, seed, true)
+}
+
+/// The test split of [`load_data`]. An image folder's training images are then not decoded
+/// (evaluating on ImageNet's validation split needs none of its 1.28 million training images).
+pub fn load_test_data(args: &DataArgs, seed: u64) -> Result<Dataset> {
+    Ok(load_splits(args, seed, false)?.split.test)
+}
+
+/// [`load_data`]; with `with_train` false an image folder's training split is left empty.
+fn load_splits(args: &DataArgs, seed: u64, with_train: bool) -> Result<Loaded> {
     let (kind, folder) = dataset_of(args)?;
     let split = match &folder {
         Some(f) => {
@@ -148,9 +159,16 @@ pub fn load_data(args: &DataArgs, seed: u64) -> Result<Loaded> {
                 }
                 None => None,
             };
-            let split = f
-                .load_classes(keep.as_deref())
-                .with_context(|| format!("loading the image folder {}", f.root.display()))?;
+            let context = || format!("loading the image folder {}", f.root.display());
+            let split = if with_train {
+                f.load_classes(keep.as_deref()).with_context(context)?
+            } else {
+                let test = f.load_test_classes(keep.as_deref()).with_context(context)?;
+                Split {
+                    train: test.subset(&[]),
+                    test,
+                }
+            };
             // The loaded classes are the kept ones in the folder's order: select by name.
             let picked = keep.map(|keep| {
                 keep.iter()
@@ -217,9 +235,9 @@ pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Data
         );
     }
     let synthetic = source.synthetic.clone().unwrap_or_default();
-    let split = match (&source.folder, kind) {
+    let test = match (&source.folder, kind) {
         (Some(folder), _) => folder
-            .load_classes(source.classes.as_deref())
+            .load_test_classes(source.classes.as_deref())
             .with_context(|| {
                 format!(
                     "loading the test set of the image folder {}",
@@ -229,19 +247,22 @@ pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Data
         (None, DatasetKind::Folder) => {
             bail!("the constructed set's metadata names an image folder but not its path")
         }
-        (None, _) => data::load(kind, dir.as_deref(), source.split_seed, &synthetic)
-            .with_context(|| format!("loading the test set of {kind}"))?,
+        (None, _) => {
+            data::load(kind, dir.as_deref(), source.split_seed, &synthetic)
+                .with_context(|| format!("loading the test set of {kind}"))?
+                .test
+        }
     };
     let test = match &source.classes {
-        None => split.test,
+        None => test,
         Some(names) => {
             // By name (a folder's class names may hold commas); the shape check below catches
             // a name that is missing.
             let classes: Vec<usize> = names
                 .iter()
-                .filter_map(|n| split.test.class_names.iter().position(|c| c == n))
+                .filter_map(|n| test.class_names.iter().position(|c| c == n))
                 .collect();
-            split.test.select_classes(&classes)
+            test.select_classes(&classes)
         }
     };
     let shape = |d: &Dataset| [d.channels, d.height, d.width];

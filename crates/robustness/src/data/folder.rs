@@ -57,6 +57,11 @@ impl FolderSource {
     pub fn load_classes(&self, keep: Option<&[String]>) -> Result<Split, DataError> {
         load_classes(&self.root, self.image_size, keep)
     }
+
+    /// Loads only the test split of the classes named in `keep` ([`load_test_classes`]).
+    pub fn load_test_classes(&self, keep: Option<&[String]>) -> Result<Dataset, DataError> {
+        load_test_classes(&self.root, self.image_size, keep)
+    }
 }
 
 /// Loads `root/train` and `root/test` (or `val`, `valid`); see the module documentation.
@@ -78,6 +83,30 @@ pub fn load_classes(
     image_size: Option<usize>,
     keep: Option<&[String]>,
 ) -> Result<Split, DataError> {
+    let (train, test) = load_splits(root, image_size, keep, true)?;
+    let train = train.ok_or_else(|| layout_error(root, "the training split was not read"))?;
+    Ok(Split { train, test })
+}
+
+/// The test split of [`load_classes`], without decoding (or holding in memory) a single
+/// training image: what evaluation needs, e.g. ImageNet's 50,000 validation images without its
+/// 1.28 million training ones. The layout checks are those of [`load_classes`] (`train/` is
+/// still listed: it defines the classes).
+pub fn load_test_classes(
+    root: &Path,
+    image_size: Option<usize>,
+    keep: Option<&[String]>,
+) -> Result<Dataset, DataError> {
+    Ok(load_splits(root, image_size, keep, false)?.1)
+}
+
+/// [`load_classes`], decoding the training split only `with_train`.
+fn load_splits(
+    root: &Path,
+    image_size: Option<usize>,
+    keep: Option<&[String]>,
+    with_train: bool,
+) -> Result<(Option<Dataset>, Dataset), DataError> {
     let train_dir = train_dir(root, image_size)?;
     let test_dir = TEST_DIRS
         .iter()
@@ -144,15 +173,20 @@ pub fn load_classes(
             (h as usize, w as usize)
         }
     };
-    let values = (train_files.len() + test_files.len()) as u64 * 3 * size.0 as u64 * size.1 as u64;
+    let decoded = if with_train { train_files.len() } else { 0 } + test_files.len();
+    let values = decoded as u64 * 3 * size.0 as u64 * size.1 as u64;
     fits_in_memory(root, values * 4, available_memory())?;
-    let train = decode_all(
-        &format!("{name}-train"),
-        &train_files,
-        &class_names,
-        size,
-        image_size.is_some(),
-    )?;
+    let train = if with_train {
+        Some(decode_all(
+            &format!("{name}-train"),
+            &train_files,
+            &class_names,
+            size,
+            image_size.is_some(),
+        )?)
+    } else {
+        None
+    };
     let test = decode_all(
         &format!("{name}-test"),
         &test_files,
@@ -160,7 +194,7 @@ pub fn load_classes(
         size,
         image_size.is_some(),
     )?;
-    Ok(Split { train, test })
+    Ok((train, test))
 }
 
 /// The shape (`[3, H, W]`) and class names a model of the folder at `root` has, without
@@ -538,6 +572,27 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("no class folder 'cow'"), "{e}");
+    }
+
+    #[test]
+    fn the_test_split_alone_decodes_no_training_image() {
+        let dir = TempDir::new("folder-test-only");
+        toy(dir.path());
+        let full = load(dir.path(), None).expect("loads");
+        // An undecodable training image (not the first, whose header gives the size) breaks
+        // the full load, not the test split's.
+        std::fs::write(dir.path().join("train/dog/9.png"), b"junk").expect("write");
+        assert!(load(dir.path(), None).is_err());
+        let test = load_test_classes(dir.path(), None, None).expect("the test split loads");
+        assert_eq!(test.class_names, full.test.class_names);
+        assert_eq!(test.labels, full.test.labels);
+        assert_eq!(test.images, full.test.images);
+        let dog = load_test_classes(dir.path(), None, Some(&["dog".to_string()])).expect("dog");
+        assert_eq!(dog.class_names, vec!["dog"]);
+        assert_eq!(dog.images, full.test.select_classes(&[1]).images);
+        // The layout checks still apply.
+        std::fs::remove_dir_all(dir.path().join("test/cat")).expect("remove");
+        assert!(load_test_classes(dir.path(), None, None).is_err());
     }
 
     #[test]
