@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Full-size interop check, not run by CI (run scripts/interop/check-resnet50): a MadryLab
-CIFAR ResNet-50 checkpoint (random weights and batch-norm statistics, saved as its train.py does,
-legacy container) goes through `robustness import`, `robustness predict` and `robustness export`;
-the logits are compared with PyTorch's on the same images, both directions.
+"""Full-size interop check, not run by CI (run scripts/interop/check-resnet50): MadryLab
+checkpoints of its CIFAR ResNet-50 / ResNet-18 / VGG-11 (32x32) and of its ImageNet ResNet-50 /
+ResNet-18 (`imagenet_models`, 224x224, 1000 classes; random weights and batch-norm statistics,
+saved as its train.py does, legacy container) go through `robustness import`, `robustness
+predict` and `robustness export`; the logits are compared with PyTorch's on the same images, both
+directions.
 
     check_resnet50.py ROBUSTNESS_BINARY WORK_DIR
 """
@@ -16,13 +18,9 @@ import time
 import torch
 import torch.nn as nn
 
-torch.Tensor.cuda = lambda self, *a, **k: self
-nn.Module.cuda = lambda self, *a, **k: self
-import dill  # noqa: E402
-from robustness import cifar_models  # noqa: E402
-from robustness.attacker import AttackerModel  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dill  # noqa: E402
+from madry_compat import AttackerModel, cifar_models, imagenet_models  # noqa: E402
 import robustness_models as rm  # noqa: E402
 
 binary, work = sys.argv[1], sys.argv[2]
@@ -33,8 +31,24 @@ gen = torch.Generator().manual_seed(0)
 
 
 class Data:
-    mean = torch.tensor([0.4914, 0.4822, 0.4465])
-    std = torch.tensor([0.2023, 0.1994, 0.2010])
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(mean)
+        self.std = torch.tensor(std)
+
+
+CIFAR = Data([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
+IMAGENET = Data([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+def image_folder(root, side):
+    """A one-class folder of side x side PNGs: all `import --dataset folder:` needs is the
+    input shape (the class count comes from --num-classes)."""
+    from PIL import Image
+
+    for split in ["train", "test"]:
+        os.makedirs(os.path.join(root, split, "a"))
+        Image.new("RGB", (side, side)).save(os.path.join(root, split, "a", "0.png"))
+    return root
 
 
 def run(*args):
@@ -44,26 +58,33 @@ def run(*args):
 
 
 results = {}
-for arch in ["resnet50", "resnet18", "vgg11"]:
-    net = getattr(cifar_models, arch)(num_classes=10)
+# (our arch, MadryLab's network, normaliser, input side, import's --dataset arguments)
+imagenet_layout = ["--dataset", "folder:" + image_folder(os.path.join(work, "layout224"), 224),
+                   "--num-classes", "1000"]
+cases = [(a, lambda a=a: getattr(cifar_models, a)(num_classes=10), CIFAR, 32,
+          ["--dataset", "cifar10"]) for a in ["resnet50", "resnet18", "vgg11"]]
+cases += [(f"{a}-imagenet", lambda a=a: getattr(imagenet_models, a)(num_classes=1000), IMAGENET,
+           224, imagenet_layout) for a in ["resnet50", "resnet18"]]
+for arch, build, data, side, dataset_args in cases:
+    net = build()
     with torch.no_grad():
         for name, t in net.state_dict().items():
             if name.endswith("running_mean"):
                 t.copy_(0.1 * torch.randn(t.shape, generator=gen))
             elif name.endswith("running_var"):
                 t.copy_(0.8 + 0.4 * torch.rand(t.shape, generator=gen))
-    model = nn.DataParallel(AttackerModel(net, Data())).eval()
+    model = nn.DataParallel(AttackerModel(net, data)).eval()
     ckpt = os.path.join(work, f"madry_{arch}.pt")
     torch.save({"model": model.state_dict(), "optimizer": None, "schedule": None, "epoch": 150},
                ckpt, pickle_module=dill, _use_new_zipfile_serialization=False)
-    x = torch.rand(16, 3, 32, 32, generator=gen)
+    x = torch.rand(16 if side == 32 else 4, 3, side, side, generator=gen)
     images = os.path.join(work, "images.pt")
     torch.save(x, images)
     with torch.no_grad():
         theirs = model(x)[0]
 
     ours_dir = os.path.join(work, f"ours_{arch}")
-    t_import = run("import", "--from", "madry", "--arch", arch, "--dataset", "cifar10", ckpt,
+    t_import = run("import", "--from", "madry", "--arch", arch, *dataset_args, ckpt,
                    "--out", ours_dir)
     logits_path = os.path.join(work, f"logits_{arch}.pt")
     run("predict", "--checkpoint", ours_dir, "--images", images, "--out", logits_path)
@@ -100,7 +121,9 @@ results["released_layout"] = {"images": list(ims.shape), "labels": list(labs.sha
                               "equal_to_our_chunks": same}
 print("released_layout", json.dumps(results["released_layout"]), flush=True)
 
-ok = results["released_layout"]["equal_to_our_chunks"] and all(r["import_vs_pytorch_max_abs_diff"] < 1e-4 and
-         r["export_in_pytorch_vs_original_max_abs_diff"] < 1e-4 for k, r in results.items() if k != "released_layout")
+# Relative to the logits' size: the ImageNet ResNet-50's random weights give logits near 100.
+ok = results["released_layout"]["equal_to_our_chunks"] and all(
+    max(r["import_vs_pytorch_max_abs_diff"], r["export_in_pytorch_vs_original_max_abs_diff"])
+    < 1e-4 * max(1.0, r["max_abs_logit"]) for k, r in results.items() if k != "released_layout")
 print(json.dumps({"ok": ok, "torch": torch.__version__, "results": results}))
 sys.exit(0 if ok else 1)

@@ -12,8 +12,9 @@
 - released_legacy/ddet_CIFAR, released_zip/drand_CIFAR: CIFAR_ims / CIFAR_lab as the authors
   released them (lists of tensors), in both containers; released.json: their values.
 - layouts.json: state-dict keys and shapes of scripts/interop/robustness_models.py for every
-  architecture (3x8x8, 4 classes), and of MadryLab's ResNet-18 / ResNet-50 / VGG-11 wrapped in
-  its AttackerModel (3x32x32, 10 classes).
+  architecture (3x8x8, 4 classes), of MadryLab's ResNet-18 / ResNet-50 / VGG-11 wrapped in
+  its AttackerModel (3x32x32, 10 classes), and of its ImageNet ResNet-18 / ResNet-50
+  (`imagenet_models`, 1000 classes) as `resnet18-imagenet` / `resnet50-imagenet`.
 """
 import json
 import os
@@ -22,19 +23,15 @@ import sys
 import torch
 import torch.nn as nn
 
-torch.Tensor.cuda = lambda self, *a, **k: self  # the reference library calls .cuda()
-nn.Module.cuda = lambda self, *a, **k: self
-
-import dill  # noqa: E402
-from robustness.attacker import AttackerModel  # noqa: E402
-from robustness import cifar_models  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dill  # noqa: E402
+from madry_compat import AttackerModel, cifar_models, imagenet_models  # noqa: E402
 import robustness_models as rm  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "crates", "robustness", "tests", "fixtures", "interop")
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 class Data:
@@ -121,12 +118,17 @@ def main():
 
     # 4. Layouts.
     layouts = {"ours": {}, "madry": {}}
-    for arch in ["linear", "mlp", "cnn", "resnet18", "resnet50", "vgg11"]:
+    for arch in ["linear", "mlp", "cnn", "resnet18", "resnet50", "vgg11", "resnet18-imagenet",
+                 "resnet50-imagenet"]:
         layouts["ours"][arch] = layout(rm.Wrapped(rm.InputNormalize([0.0] * 3, [1.0] * 3),
                                                   rm.build(arch, 3, 8, 8, 4)))
     for arch in ["resnet18", "resnet50", "vgg11"]:
         net = getattr(cifar_models, arch)(num_classes=10)
         layouts["madry"][arch] = layout(nn.DataParallel(AttackerModel(net, Data(CIFAR_MEAN, CIFAR_STD))))
+    for arch in ["resnet18", "resnet50"]:
+        net = getattr(imagenet_models, arch)(num_classes=1000)
+        layouts["madry"][f"{arch}-imagenet"] = layout(
+            nn.DataParallel(AttackerModel(net, Data(IMAGENET_MEAN, IMAGENET_STD))))
     with open(os.path.join(OUT, "layouts.json"), "w") as f:
         json.dump(layouts, f, indent=0, sort_keys=True)
 

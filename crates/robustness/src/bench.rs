@@ -236,14 +236,21 @@ pub fn forward_flops(spec: &ModelSpec) -> f64 {
             }
             f + linear(128 * hh.max(1) * ww.max(1), 256) + linear(256, k)
         }
-        Arch::Resnet18 | Arch::Resnet50 => {
-            let bottleneck = spec.arch == Arch::Resnet50;
+        Arch::Resnet18 | Arch::Resnet50 | Arch::Resnet18Imagenet | Arch::Resnet50Imagenet => {
+            let bottleneck = matches!(spec.arch, Arch::Resnet50 | Arch::Resnet50Imagenet);
             let counts = if bottleneck {
                 [3, 4, 6, 3]
             } else {
                 [2, 2, 2, 2]
             };
-            let (mut f, mut hh, mut ww) = (conv(c, 64, 3, h, w), h, w);
+            let imagenet = matches!(spec.arch, Arch::Resnet18Imagenet | Arch::Resnet50Imagenet);
+            let (mut f, mut hh, mut ww) = if imagenet {
+                // 7x7 stride-2 convolution (padding 3), then a 3x3 stride-2 max-pool (padding 1).
+                let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+                (conv(c, 64, 7, oh, ow), oh.div_ceil(2), ow.div_ceil(2))
+            } else {
+                (conv(c, 64, 3, h, w), h, w)
+            };
             let mut cin = 64;
             for (stage, &count) in counts.iter().enumerate() {
                 let planes = 64usize << stage;
@@ -319,6 +326,24 @@ mod tests {
         // The CIFAR ResNet-18 is commonly quoted at 0.56 GMACs per 32x32 image.
         let gmacs = forward_flops(&spec(Arch::Resnet18)) / 2e9;
         assert!((gmacs - 0.556).abs() < 0.01, "{gmacs}");
+    }
+
+    #[test]
+    fn imagenet_resnets_forward_flops_match_the_published_gmacs() {
+        // torchvision's ResNet-18 / ResNet-50 at 224x224: 1.82 / 4.11 GMACs per image.
+        for (arch, published) in [
+            (Arch::Resnet18Imagenet, 1.82),
+            (Arch::Resnet50Imagenet, 4.11),
+        ] {
+            let s = ModelSpec {
+                height: 224,
+                width: 224,
+                num_classes: 1000,
+                ..spec(arch)
+            };
+            let gmacs = forward_flops(&s) / 2e9;
+            assert!((gmacs - published).abs() < 0.03, "{arch}: {gmacs}");
+        }
     }
 
     #[test]

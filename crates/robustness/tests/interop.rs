@@ -161,4 +161,10 @@ fn our_pytorch_names_are_those_of_the_python_models_and_of_madrylab() {
         let madry = counters(layout(&fx["madry"][arch.name()]), "module.model.");
         assert_eq!(ours, madry, "{arch} vs MadryLab cifar_models");
     }
+    for arch in [Arch::Resnet18Imagenet, Arch::Resnet50Imagenet] {
+        let ours = interop::torch_layout(&spec(arch, [3, 64, 64], 1000, 0.0, 1.0), &device)
+            .expect("layout");
+        let madry = counters(layout(&fx["madry"][arch.name()]), "module.model.");
+        assert_eq!(ours, madry, "{arch} vs MadryLab imagenet_models");
+    }
 }

@@ -4,7 +4,8 @@
 //! `robustness`), so its checkpoints import directly: `conv1`, `bn1`, `layer{1-4}.{j}.conv{k}`,
 //! `layer{s}.{j}.bn{k}`, `layer{s}.{j}.shortcut.{0,1}`, `linear` (ResNet); `features.{i}` (a
 //! Sequential of conv, batch norm, ReLU and max-pools, in the reference order) and `classifier`
-//! (VGG). Our own small architectures use the names of `scripts/interop/robustness_models.py`:
+//! (VGG). The ImageNet ResNets use torchvision's names, which the reference library's
+//! `imagenet_models` keep: as the CIFAR ResNet, but `layer{s}.{j}.downsample.{0,1}` and `fc`. Our own small architectures use the names of `scripts/interop/robustness_models.py`:
 //! `linear` (linear); `fc1`, `fc2`, `linear` (mlp); `blocks.{i}.conv`, `blocks.{i}.bn`, `fc`,
 //! `linear` (cnn).
 //!
@@ -14,6 +15,13 @@
 //! (`[out, in]`); convolution weights agree (`[out, in, kh, kw]`).
 
 use crate::models::Arch;
+
+/// The pattern of every ResNet architecture.
+macro_rules! RESNETS {
+    () => {
+        Arch::Resnet18 | Arch::Resnet50 | Arch::Resnet18Imagenet | Arch::Resnet50Imagenet
+    };
+}
 
 /// How one of our parameters is stored under PyTorch's name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,7 @@ pub fn torch_name(arch: Arch, path: &str) -> Option<TorchName> {
     match (arch, module) {
         (_, ["head"]) => Some(linear(match arch {
             Arch::Vgg11 => "classifier",
+            Arch::Resnet18Imagenet | Arch::Resnet50Imagenet => "fc",
             _ => "linear",
         })),
         (Arch::Mlp, [fc @ ("fc1" | "fc2")]) => Some(linear(fc)),
@@ -56,16 +65,20 @@ pub fn torch_name(arch: Arch, path: &str) -> Option<TorchName> {
         (Arch::Cnn, ["blocks", i, layer @ ("conv" | "bn")]) => {
             Some(name(format!("blocks.{}.{layer}", index(i)?)))
         }
-        (Arch::Resnet18 | Arch::Resnet50, ["stem"]) => Some(name("conv1".into())),
-        (Arch::Resnet18 | Arch::Resnet50, ["stem_bn"]) => Some(name("bn1".into())),
-        (Arch::Resnet18 | Arch::Resnet50, ["blocks", b, tail @ ..]) => {
+        (RESNETS!(), ["stem"]) => Some(name("conv1".into())),
+        (RESNETS!(), ["stem_bn"]) => Some(name("bn1".into())),
+        (RESNETS!(), ["blocks", b, tail @ ..]) => {
             let (stage, j) = resnet_block(arch, index(b)?)?;
             let block = format!("layer{}.{j}", stage + 1);
+            let shortcut = match arch {
+                Arch::Resnet18Imagenet | Arch::Resnet50Imagenet => "downsample",
+                _ => "shortcut",
+            };
             match tail {
                 ["convs", k] => Some(name(format!("{block}.conv{}", index(k)? + 1))),
                 ["bns", k] => Some(name(format!("{block}.bn{}", index(k)? + 1))),
-                ["shortcut", "conv"] => Some(name(format!("{block}.shortcut.0"))),
-                ["shortcut", "bn"] => Some(name(format!("{block}.shortcut.1"))),
+                ["shortcut", "conv"] => Some(name(format!("{block}.{shortcut}.0"))),
+                ["shortcut", "bn"] => Some(name(format!("{block}.{shortcut}.1"))),
                 _ => None,
             }
         }
@@ -83,7 +96,7 @@ pub fn torch_name(arch: Arch, path: &str) -> Option<TorchName> {
 /// Blocks per stage of the reference library's CIFAR ResNets.
 fn resnet_stages(arch: Arch) -> &'static [usize] {
     match arch {
-        Arch::Resnet50 => &[3, 4, 6, 3],
+        Arch::Resnet50 | Arch::Resnet50Imagenet => &[3, 4, 6, 3],
         _ => &[2, 2, 2, 2],
     }
 }
@@ -172,6 +185,30 @@ mod tests {
             ("layer4.0.conv1.weight".into(), false)
         );
         assert!(torch_name(r50, "net.ResNet.blocks.16.convs.0.weight").is_none());
+    }
+
+    #[test]
+    fn imagenet_resnets_use_torchvision_names() {
+        let r18 = Arch::Resnet18Imagenet;
+        assert_eq!(
+            n(r18, "net.ResNet.stem.weight"),
+            ("conv1.weight".into(), false)
+        );
+        assert_eq!(
+            n(r18, "net.ResNet.blocks.2.shortcut.conv.weight"),
+            ("layer2.0.downsample.0.weight".into(), false)
+        );
+        assert_eq!(
+            n(r18, "net.ResNet.blocks.2.shortcut.bn.running_mean"),
+            ("layer2.0.downsample.1.running_mean".into(), false)
+        );
+        assert_eq!(n(r18, "net.ResNet.head.weight"), ("fc.weight".into(), true));
+        let r50 = Arch::Resnet50Imagenet;
+        assert_eq!(
+            n(r50, "net.ResNet.blocks.15.bns.2.gamma"),
+            ("layer4.2.bn3.weight".into(), false)
+        );
+        assert_eq!(n(r50, "net.ResNet.head.bias"), ("fc.bias".into(), false));
     }
 
     #[test]

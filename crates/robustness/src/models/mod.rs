@@ -13,7 +13,7 @@ pub use cnn::{CNN_FEATURES, Cnn};
 pub use linear::LinearModel;
 pub use mlp::{MLP_HIDDEN, Mlp};
 pub use normalize::Normalize;
-pub use resnet::{ResNet, ResNetDepth};
+pub use resnet::{ResNet, ResNetDepth, ResNetStem};
 pub use vgg::Vgg;
 
 use burn::prelude::*;
@@ -37,17 +37,25 @@ pub enum Arch {
     Resnet50,
     /// VGG-11 with batch norm.
     Vgg11,
+    /// ImageNet ResNet-18 (7x7 stride-2 stem and max-pool; torchvision's names).
+    #[serde(rename = "resnet18-imagenet")]
+    Resnet18Imagenet,
+    /// ImageNet ResNet-50 (7x7 stride-2 stem and max-pool; torchvision's names).
+    #[serde(rename = "resnet50-imagenet")]
+    Resnet50Imagenet,
 }
 
 impl Arch {
     /// All architectures, in the order the docs list them.
-    pub const ALL: [Arch; 6] = [
+    pub const ALL: [Arch; 8] = [
         Arch::Linear,
         Arch::Mlp,
         Arch::Cnn,
         Arch::Resnet18,
         Arch::Resnet50,
         Arch::Vgg11,
+        Arch::Resnet18Imagenet,
+        Arch::Resnet50Imagenet,
     ];
 
     /// The `--arch` name.
@@ -59,6 +67,8 @@ impl Arch {
             Arch::Resnet18 => "resnet18",
             Arch::Resnet50 => "resnet50",
             Arch::Vgg11 => "vgg11",
+            Arch::Resnet18Imagenet => "resnet18-imagenet",
+            Arch::Resnet50Imagenet => "resnet50-imagenet",
         }
     }
 }
@@ -71,7 +81,10 @@ impl fmt::Display for Arch {
 
 /// An unknown architecture name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown architecture '{0}': expected one of linear, mlp, cnn, resnet18, resnet50, vgg11")]
+#[error(
+    "unknown architecture '{0}': expected one of linear, mlp, cnn, resnet18, resnet50, vgg11, \
+     resnet18-imagenet, resnet50-imagenet"
+)]
 pub struct UnknownArch(pub String);
 
 impl FromStr for Arch {
@@ -154,13 +167,17 @@ pub struct Classifier {
 impl Classifier {
     /// Builds a freshly initialised model on `device` (seed the device first for determinism).
     pub fn new(spec: &ModelSpec, device: &Device) -> Self {
+        use ResNetDepth::{R18, R50};
+        use ResNetStem::{Cifar, Imagenet};
         let (c, h, w, k) = (spec.channels, spec.height, spec.width, spec.num_classes);
         let net = match spec.arch {
             Arch::Linear => Network::Linear(LinearModel::new(c * h * w, k, device)),
             Arch::Mlp => Network::Mlp(Mlp::new(c * h * w, k, device)),
             Arch::Cnn => Network::Cnn(Cnn::new(c, h, w, k, device)),
-            Arch::Resnet18 => Network::ResNet(ResNet::new(ResNetDepth::R18, c, k, device)),
-            Arch::Resnet50 => Network::ResNet(ResNet::new(ResNetDepth::R50, c, k, device)),
+            Arch::Resnet18 => Network::ResNet(ResNet::new(R18, Cifar, c, k, device)),
+            Arch::Resnet50 => Network::ResNet(ResNet::new(R50, Cifar, c, k, device)),
+            Arch::Resnet18Imagenet => Network::ResNet(ResNet::new(R18, Imagenet, c, k, device)),
+            Arch::Resnet50Imagenet => Network::ResNet(ResNet::new(R50, Imagenet, c, k, device)),
             Arch::Vgg11 => Network::Vgg(Vgg::new(c, h, w, k, device)),
         };
         Self {
@@ -400,6 +417,8 @@ mod tests {
             (Arch::Cnn, 256),
             (Arch::Resnet18, 512),
             (Arch::Vgg11, 512),
+            (Arch::Resnet18Imagenet, 512),
+            (Arch::Resnet50Imagenet, 2048),
         ] {
             for (c, h) in [(3, 32), (1, 8)] {
                 let model = Classifier::new(&spec(arch, c, h), &device);
@@ -453,7 +472,13 @@ mod tests {
             &device,
         );
         let y = crate::tensors::labels(&[0, 1, 2, 0, 1, 2], &device);
-        for arch in [Arch::Cnn, Arch::Resnet18, Arch::Resnet50, Arch::Vgg11] {
+        for arch in [
+            Arch::Cnn,
+            Arch::Resnet18,
+            Arch::Resnet50,
+            Arch::Vgg11,
+            Arch::Resnet18Imagenet,
+        ] {
             let model = trained(arch, &x, &y);
             let plain = model.valid();
             let folded = model.for_inference();
@@ -975,6 +1000,19 @@ mod tests {
             n == 11_173_962 || n == 11_173_962 + 9_600,
             "resnet18 has {n}"
         );
+        // torchvision's ResNet-18 / ResNet-50 (1000 classes): 11,689,512 / 25,557,032
+        // parameters; their batch norms hold 9,600 / 53,120 running statistics.
+        for (arch, published, running) in [
+            (Arch::Resnet18Imagenet, 11_689_512, 9_600),
+            (Arch::Resnet50Imagenet, 25_557_032, 53_120),
+        ] {
+            let s = ModelSpec {
+                num_classes: 1000,
+                ..spec(arch, 3, 224)
+            };
+            let n = Classifier::new(&s, &device).num_params();
+            assert!(n == published || n == published + running, "{arch} has {n}");
+        }
     }
 
     #[test]

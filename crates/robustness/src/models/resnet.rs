@@ -1,14 +1,19 @@
-//! ResNet-18 / ResNet-50 in the CIFAR variant (3x3 stem, no max-pool), as in the reference
-//! library's `cifar_models/resnet.py`: BasicBlock [2,2,2,2] or Bottleneck [3,4,6,3], then global
-//! average pooling and one linear layer.
+//! ResNet-18 / ResNet-50: BasicBlock [2,2,2,2] or Bottleneck [3,4,6,3] (stride on the 3x3
+//! convolution), then global average pooling and one linear layer.
+//!
+//! Two stems: the CIFAR variant (3x3 convolution, stride 1, no max-pool), as in the reference
+//! library's `cifar_models/resnet.py`; and the ImageNet variant (7x7 convolution, stride 2,
+//! padding 3, then a 3x3 max-pool, stride 2, padding 1), as in torchvision's `resnet.py` and
+//! the reference library's `imagenet_models/resnet.py` (a copy of it).
 
-use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu,
     conv::{Conv2d, Conv2dConfig},
 };
 use burn::prelude::*;
 
+/// A bias-free convolution with "same" padding (`kernel / 2`).
 fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
     let pad = kernel / 2;
     Conv2dConfig::new([cin, cout], [kernel, kernel])
@@ -121,7 +126,17 @@ pub enum ResNetDepth {
     R50,
 }
 
-/// CIFAR-style ResNet.
+/// The layers before the first residual stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResNetStem {
+    /// 3x3 convolution, stride 1, no max-pool (CIFAR: 32x32 inputs keep their resolution).
+    Cifar,
+    /// 7x7 convolution, stride 2, then a 3x3 max-pool, stride 2 (ImageNet: 224x224 inputs
+    /// reach the first stage at 56x56).
+    Imagenet,
+}
+
+/// ResNet with either stem.
 #[derive(Module, Debug)]
 pub struct ResNet {
     stem: Conv2d,
@@ -133,11 +148,21 @@ pub struct ResNet {
     /// `stem_bn` lives in `stem` (see [`super::fold_batch_norm`]).
     #[module(skip)]
     folded: bool,
+    /// The ImageNet stem: a max-pool after the stem's ReLU (the 7x7 stride-2 convolution is
+    /// `stem` itself).
+    #[module(skip)]
+    stem_pool: bool,
 }
 
 impl ResNet {
     /// Builds a ResNet for `channels`-channel inputs.
-    pub fn new(depth: ResNetDepth, channels: usize, num_classes: usize, device: &Device) -> Self {
+    pub fn new(
+        depth: ResNetDepth,
+        stem: ResNetStem,
+        channels: usize,
+        num_classes: usize,
+        device: &Device,
+    ) -> Self {
         let (counts, expansion) = match depth {
             ResNetDepth::R18 => ([2, 2, 2, 2], 1),
             ResNetDepth::R50 => ([3, 4, 6, 3], 4),
@@ -155,14 +180,19 @@ impl ResNet {
                 cin = planes * expansion;
             }
         }
+        let (kernel, stride) = match stem {
+            ResNetStem::Cifar => (3, 1),
+            ResNetStem::Imagenet => (7, 2),
+        };
         Self {
-            stem: conv(channels, 64, 3, 1, device),
+            stem: conv(channels, 64, kernel, stride, device),
             stem_bn: BatchNormConfig::new(64).init(device),
             blocks,
             pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             head: LinearConfig::new(cin, num_classes).init(device),
             relu: Relu::new(),
             folded: false,
+            stem_pool: stem == ResNetStem::Imagenet,
         }
     }
 
@@ -171,6 +201,15 @@ impl ResNet {
         let mut x = self
             .relu
             .forward(super::conv_bn(&self.stem, &self.stem_bn, self.folded, x));
+        if self.stem_pool {
+            // After the ReLU every value is >= 0 and every 3x3 window holds at least one
+            // input pixel, so the padding value (-inf or 0) cannot change the maximum.
+            x = MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init()
+                .forward(x);
+        }
         for block in &self.blocks {
             x = block.forward(x);
         }
