@@ -127,6 +127,11 @@ pub struct DataArgs {
     /// must share.
     #[arg(long, value_name = "N")]
     pub image_size: Option<usize>,
+    /// Image folders, with --image-size N: resize the shorter side to R (>= N) before the NxN
+    /// centre crop (torchvision's Resize(R) + CenterCrop(N); ImageNet's test transform is
+    /// --resize 256 --image-size 224).
+    #[arg(long, value_name = "R")]
+    pub resize: Option<usize>,
     /// Folder with the data files (else $ROBUSTNESS_DATA, else ../shared/data); for CIFAR-10 also
     /// the path of cifar-10-binary.tar.gz.
     #[arg(long)]

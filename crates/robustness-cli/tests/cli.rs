@@ -2548,6 +2548,49 @@ fn an_image_folder_trains_evaluates_and_feeds_a_construction() {
         "--json",
     ]));
     assert_eq!(eval_again["test_accuracy"].as_f64(), Some(accuracy));
+    // --limit decodes only the spread images; --resize R sizes before the crop.
+    let eval_args = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--checkpoint",
+            &best,
+            "--dataset",
+            &dataset,
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        json_of(&run(&a))
+    };
+    assert_eq!(eval_args(&["--limit", "50"])["examples"], 50);
+    let resized = eval_args(&["--image-size", "8", "--resize", "10"]);
+    assert_eq!(resized["examples"], 360);
+    assert!(resized["test_accuracy"].as_f64().expect("accuracy") > 0.3);
+    assert_clean_error(
+        &run(&[
+            "eval",
+            "--checkpoint",
+            &best,
+            "--dataset",
+            &dataset,
+            "--image-size",
+            "8",
+            "--resize",
+            "4",
+        ]),
+        "smaller than the image size",
+    );
+    assert_clean_error(
+        &run(&[
+            "eval",
+            "--checkpoint",
+            &best,
+            "--dataset",
+            "digits",
+            "--resize",
+            "10",
+        ]),
+        "--resize applies to image folders",
+    );
     assert_clean_error(
         &run(&[
             "train",

@@ -37,7 +37,7 @@ pub(super) fn parse_indices(spec: &str, len: usize) -> Result<Vec<usize>> {
 pub fn run(args: AttackCmdArgs, device: &robustness::Device) -> Result<()> {
     let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&args.checkpoint)?)?;
     let seed = args.seed.unwrap_or(saved.seed);
-    let test = load_test_data(&args.data, seed)?;
+    let test = load_test_data(&args.data, seed, None)?;
     let indices = parse_indices(&args.indices, test.len())?;
     let test = test.subset(&indices);
     let (model, _) = train::checkpoint::load_for_data(&args.checkpoint, &test, device)?;

@@ -28,7 +28,7 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
         .context("--checkpoint is required")?;
     let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(first)?)?;
     let seed = args.seed.unwrap_or(saved.seed);
-    let mut test = match &args.constructed {
+    let test = match &args.constructed {
         Some(dir) => {
             if args.data.classes.is_some() {
                 bail!(
@@ -37,13 +37,13 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
             }
             let (_, set) = store::load(dir)
                 .with_context(|| format!("loading the constructed set {}", dir.display()))?;
-            set
+            match args.limit {
+                Some(limit) => set.spread(limit),
+                None => set,
+            }
         }
-        None => load_test_data(&args.data, seed)?,
+        None => load_test_data(&args.data, seed, args.limit)?,
     };
-    if let Some(limit) = args.limit {
-        test = test.spread(limit);
-    }
     let (model, meta) = load_models(&args.checkpoint, &test, saved.seed, device)?;
     if let Some(kind) = &args.attack {
         let kind: AttackKind = kind.parse().map_err(anyhow::Error::msg)?;

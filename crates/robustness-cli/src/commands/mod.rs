@@ -104,11 +104,15 @@ pub fn dataset_of(args: &DataArgs) -> Result<(DatasetKind, Option<FolderSource>)
         _ => None,
     }
     .map(|root| FolderSource {
-        root,
         image_size: args.image_size,
+        resize: args.resize,
+        ..FolderSource::new(root)
     });
     if folder.is_none() && args.image_size.is_some() {
         bail!("--image-size applies to image folders (--dataset folder:PATH), not to {kind}");
+    }
+    if folder.is_none() && args.resize.is_some() {
+        bail!("--resize applies to image folders (--dataset folder:PATH), not to {kind}");
     }
     Ok((kind, folder))
 }
@@ -127,17 +131,23 @@ pub struct Loaded {
 
 /// Loads the data set named by the flags, with its class subset applied.
 pub fn load_data(args: &DataArgs, seed: u64) -> Result<Loaded> {
-    load_splits(args, seed, true)
+    load_splits(args, seed, None)
 }
 
-/// The test split of [`load_data`]. An image folder's training images are then not decoded
+/// The test split of [`load_data`], spread to `limit` images ([`Dataset::spread`]). An image
+/// folder's training images are then not decoded, nor its test images beyond the limit
 /// (evaluating on ImageNet's validation split needs none of its 1.28 million training images).
-pub fn load_test_data(args: &DataArgs, seed: u64) -> Result<Dataset> {
-    Ok(load_splits(args, seed, false)?.split.test)
+pub fn load_test_data(args: &DataArgs, seed: u64, limit: Option<usize>) -> Result<Dataset> {
+    let test = load_splits(args, seed, Some(limit)).map(|l| l.split.test)?;
+    Ok(match limit {
+        Some(n) => test.spread(n),
+        None => test,
+    })
 }
 
-/// [`load_data`]; with `with_train` false an image folder's training split is left empty.
-fn load_splits(args: &DataArgs, seed: u64, with_train: bool) -> Result<Loaded> {
+/// [`load_data`]; with `test_only` set, an image folder's training split is left empty and its
+/// test split decoded only as far as `Dataset::spread` of the limit needs.
+fn load_splits(args: &DataArgs, seed: u64, test_only: Option<Option<usize>>) -> Result<Loaded> {
     let (kind, folder) = dataset_of(args)?;
     let split = match &folder {
         Some(f) => {
@@ -160,14 +170,18 @@ fn load_splits(args: &DataArgs, seed: u64, with_train: bool) -> Result<Loaded> {
                 None => None,
             };
             let context = || format!("loading the image folder {}", f.root.display());
-            let split = if with_train {
-                f.load_classes(keep.as_deref()).with_context(context)?
-            } else {
-                let test = f.load_test_classes(keep.as_deref()).with_context(context)?;
+            let split = if let Some(limit) = test_only {
+                // A class subset is reordered below: spread only after that.
+                let limit = limit.filter(|_| keep.is_none());
+                let test = f
+                    .load_test_classes(keep.as_deref(), limit)
+                    .with_context(context)?;
                 Split {
                     train: test.subset(&[]),
                     test,
                 }
+            } else {
+                f.load_classes(keep.as_deref()).with_context(context)?
             };
             // The loaded classes are the kept ones in the folder's order: select by name.
             let picked = keep.map(|keep| {
@@ -237,7 +251,7 @@ pub fn load_source_test(source: &Source, data_dir: Option<&Path>) -> Result<Data
     let synthetic = source.synthetic.clone().unwrap_or_default();
     let test = match (&source.folder, kind) {
         (Some(folder), _) => folder
-            .load_test_classes(source.classes.as_deref())
+            .load_test_classes(source.classes.as_deref(), None)
             .with_context(|| {
                 format!(
                     "loading the test set of the image folder {}",

@@ -106,9 +106,9 @@ fn constructed(dir: &Path, args: &TrainArgs) -> Result<(TrainConfig, Split)> {
             "--classes does not apply to a constructed data set (it keeps the classes it was built with)"
         );
     }
-    if args.data.image_size.is_some() {
+    if args.data.image_size.is_some() || args.data.resize.is_some() {
         anyhow::bail!(
-            "--image-size does not apply to a constructed data set (its images keep the size they were built with)"
+            "--image-size and --resize do not apply to a constructed data set (its images keep the size they were built with)"
         );
     }
     if released::is_released(dir) && !dir.join(store::META_FILE).exists() {

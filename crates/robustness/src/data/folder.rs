@@ -16,8 +16,10 @@
 //!
 //! All images must share one size, unless an image size `N` is given: then each is resized so
 //! that its shorter side is `N` (bilinear, aspect kept) and centre-cropped to `N x N`, the
-//! `Resize(N)` + `CenterCrop(N)` of torchvision. Images are decoded in parallel; the order, and so
-//! the data set, does not depend on the number of threads.
+//! `Resize(N)` + `CenterCrop(N)` of torchvision; with a resize side `R >= N` as well, the shorter
+//! side becomes `R` before the `N x N` centre crop (`Resize(R)` + `CenterCrop(N)`: ImageNet's
+//! usual test transform is `R = 256`, `N = 224`). Images are decoded in parallel; the order, and
+//! so the data set, does not depend on the number of threads.
 
 use std::path::{Path, PathBuf};
 
@@ -45,22 +47,76 @@ pub struct FolderSource {
     /// `None`: the images' own size, which they must share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
+    /// With `image_size`: scale the shorter side to this (`>= image_size`) before the centre
+    /// crop; `None`: to `image_size` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<usize>,
+}
+
+/// How images are brought to one size: the shorter side scaled to `resize` (bilinear), then the
+/// central `crop x crop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sizing {
+    resize: usize,
+    crop: usize,
+}
+
+impl Sizing {
+    /// `Resize(n)` + `CenterCrop(n)`.
+    fn square(image_size: Option<usize>) -> Option<Sizing> {
+        image_size.map(|n| Sizing { resize: n, crop: n })
+    }
 }
 
 impl FolderSource {
+    /// A folder read at the images' own size.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            image_size: None,
+            resize: None,
+        }
+    }
+
+    /// The sizing of `image_size` and `resize`, checked: an error for a resize side without an
+    /// image size, or smaller than it.
+    fn sizing(&self) -> Result<Option<Sizing>, DataError> {
+        match (self.image_size, self.resize) {
+            (n, None) => Ok(Sizing::square(n)),
+            (Some(crop), Some(resize)) if resize >= crop => Ok(Some(Sizing { resize, crop })),
+            (Some(crop), Some(resize)) => Err(layout_error(
+                &self.root,
+                &format!(
+                    "resize side {resize} is smaller than the image size {crop}: the crop would not fit"
+                ),
+            )),
+            (None, Some(_)) => Err(layout_error(
+                &self.root,
+                "a resize side needs an image size (--resize R with --image-size N)",
+            )),
+        }
+    }
+
     /// Loads the train and test splits ([`load`]).
     pub fn load(&self) -> Result<Split, DataError> {
-        load(&self.root, self.image_size)
+        self.load_classes(None)
     }
 
     /// Loads only the classes named in `keep` ([`load_classes`]).
     pub fn load_classes(&self, keep: Option<&[String]>) -> Result<Split, DataError> {
-        load_classes(&self.root, self.image_size, keep)
+        let (train, test) = load_splits(&self.root, self.sizing()?, keep, true, None)?;
+        let train =
+            train.ok_or_else(|| layout_error(&self.root, "the training split was not read"))?;
+        Ok(Split { train, test })
     }
 
     /// Loads only the test split of the classes named in `keep` ([`load_test_classes`]).
-    pub fn load_test_classes(&self, keep: Option<&[String]>) -> Result<Dataset, DataError> {
-        load_test_classes(&self.root, self.image_size, keep)
+    pub fn load_test_classes(
+        &self,
+        keep: Option<&[String]>,
+        limit: Option<usize>,
+    ) -> Result<Dataset, DataError> {
+        Ok(load_splits(&self.root, self.sizing()?, keep, false, limit)?.1)
     }
 }
 
@@ -83,31 +139,42 @@ pub fn load_classes(
     image_size: Option<usize>,
     keep: Option<&[String]>,
 ) -> Result<Split, DataError> {
-    let (train, test) = load_splits(root, image_size, keep, true)?;
-    let train = train.ok_or_else(|| layout_error(root, "the training split was not read"))?;
-    Ok(Split { train, test })
+    FolderSource {
+        image_size,
+        ..FolderSource::new(root)
+    }
+    .load_classes(keep)
 }
 
 /// The test split of [`load_classes`], without decoding (or holding in memory) a single
 /// training image: what evaluation needs, e.g. ImageNet's 50,000 validation images without its
 /// 1.28 million training ones. The layout checks are those of [`load_classes`] (`train/` is
-/// still listed: it defines the classes).
+/// still listed: it defines the classes). With `limit`, only the images that
+/// [`Dataset::spread`]`(limit)` would keep are decoded (the result equals the spread of the
+/// whole split).
 pub fn load_test_classes(
     root: &Path,
     image_size: Option<usize>,
     keep: Option<&[String]>,
+    limit: Option<usize>,
 ) -> Result<Dataset, DataError> {
-    Ok(load_splits(root, image_size, keep, false)?.1)
+    FolderSource {
+        image_size,
+        ..FolderSource::new(root)
+    }
+    .load_test_classes(keep, limit)
 }
 
-/// [`load_classes`], decoding the training split only `with_train`.
+/// [`load_classes`], decoding the training split only `with_train`, and of the test split only
+/// the `Dataset::spread(limit)` images.
 fn load_splits(
     root: &Path,
-    image_size: Option<usize>,
+    sizing: Option<Sizing>,
     keep: Option<&[String]>,
     with_train: bool,
+    test_limit: Option<usize>,
 ) -> Result<(Option<Dataset>, Dataset), DataError> {
-    let train_dir = train_dir(root, image_size)?;
+    let train_dir = train_dir(root, sizing.map(|s| s.crop))?;
     let test_dir = TEST_DIRS
         .iter()
         .map(|d| root.join(d))
@@ -163,10 +230,15 @@ fn load_splits(
         |n| n.to_string_lossy().into_owned(),
     );
     let train_files = image_files(&train_dir, &class_names)?;
-    let test_files = image_files(&test_dir, &class_names)?;
+    let mut test_files = image_files(&test_dir, &class_names)?;
+    if let Some(limit) = test_limit {
+        // Dataset::spread's choice, made on the file list.
+        let (len, n) = (test_files.len(), limit.min(test_files.len()));
+        test_files = (0..n).map(|i| test_files[i * len / n].clone()).collect();
+    }
     // Without a target size, every image (both splits) must have the first one's size.
-    let size = match image_size {
-        Some(n) => (n, n),
+    let size = match sizing {
+        Some(s) => (s.crop, s.crop),
         None => {
             let (first, _) = &train_files[0];
             let (w, h) = image::image_dimensions(first).map_err(|e| decode_error(first, &e))?;
@@ -182,7 +254,7 @@ fn load_splits(
             &train_files,
             &class_names,
             size,
-            image_size.is_some(),
+            sizing,
         )?)
     } else {
         None
@@ -192,7 +264,7 @@ fn load_splits(
         &test_files,
         &class_names,
         size,
-        image_size.is_some(),
+        sizing,
     )?;
     Ok((train, test))
 }
@@ -368,7 +440,7 @@ fn decode_all(
     files: &[(PathBuf, usize)],
     class_names: &[String],
     size: (usize, usize),
-    resize: bool,
+    sizing: Option<Sizing>,
 ) -> Result<Dataset, DataError> {
     let (h, w) = size;
     let image_len = 3 * h * w;
@@ -384,7 +456,7 @@ fn decode_all(
             .map(|(out, files)| {
                 scope.spawn(move || {
                     for ((path, _), out) in files.iter().zip(out.chunks_exact_mut(image_len)) {
-                        decode_into(path, size, resize, out)?;
+                        decode_into(path, size, sizing, out)?;
                     }
                     Ok(())
                 })
@@ -420,7 +492,7 @@ fn decode_all(
 fn decode_into(
     path: &Path,
     (h, w): (usize, usize),
-    resize: bool,
+    sizing: Option<Sizing>,
     out: &mut [f32],
 ) -> Result<(), DataError> {
     let decoded = image::ImageReader::open(path)
@@ -430,8 +502,8 @@ fn decode_into(
         .decode()
         .map_err(|e| decode_error(path, &e))?;
     let mut rgb = decoded.to_rgb8();
-    if resize {
-        rgb = resize_center_crop(&rgb, h);
+    if let Some(s) = sizing {
+        rgb = resize_center_crop(&rgb, s.resize, s.crop);
     } else if (rgb.height() as usize, rgb.width() as usize) != (h, w) {
         return Err(layout_error(
             path,
@@ -451,23 +523,24 @@ fn decode_into(
     Ok(())
 }
 
-/// torchvision's `Resize(n)` then `CenterCrop(n)`: the shorter side scaled to `n` (the longer
-/// to `floor(n * long / short)`), bilinear, then the central `n x n`.
-fn resize_center_crop(img: &image::RgbImage, n: usize) -> image::RgbImage {
+/// torchvision's `Resize(r)` then `CenterCrop(n)` (`r >= n`): the shorter side scaled to `r`
+/// (the longer to `floor(r * long / short)`), bilinear, then the central `n x n`, its offset
+/// `(side - n) / 2` rounded half to even as torchvision's `round` does.
+fn resize_center_crop(img: &image::RgbImage, r: usize, n: usize) -> image::RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (nw, nh) = if w <= h {
-        (n, (n * h / w.max(1)).max(n))
+        (r, (r * h / w.max(1)).max(r))
     } else {
-        ((n * w / h.max(1)).max(n), n)
+        ((r * w / h.max(1)).max(r), r)
     };
     let resized = if (nw, nh) == (w, h) {
         img.clone()
     } else {
         imageops::resize(img, nw as u32, nh as u32, FilterType::Triangle)
     };
-    let left = (nw - n) / 2;
-    let top = (nh - n) / 2;
-    imageops::crop_imm(&resized, left as u32, top as u32, n as u32, n as u32).to_image()
+    let offset = |side: usize| ((side - n) as f64 / 2.0).round_ties_even() as u32;
+    let (left, top) = (offset(nw), offset(nh));
+    imageops::crop_imm(&resized, left, top, n as u32, n as u32).to_image()
 }
 
 #[cfg(test)]
@@ -538,7 +611,7 @@ mod tests {
         assert_eq!(split.test.len(), 2);
         // 8x4 -> 4x2 (shorter side 2) -> central 2x2: columns 1..3 of the 4.
         let img = image::RgbImage::from_fn(8, 4, |x, y| image::Rgb([1, x as u8, y as u8]));
-        let want = resize_center_crop(&img, 2);
+        let want = resize_center_crop(&img, 2, 2);
         assert_eq!((want.width(), want.height()), (2, 2));
         let resized = imageops::resize(&img, 4, 2, FilterType::Triangle);
         assert_eq!(want.get_pixel(0, 0), resized.get_pixel(1, 0));
@@ -583,16 +656,91 @@ mod tests {
         // the full load, not the test split's.
         std::fs::write(dir.path().join("train/dog/9.png"), b"junk").expect("write");
         assert!(load(dir.path(), None).is_err());
-        let test = load_test_classes(dir.path(), None, None).expect("the test split loads");
+        let test = load_test_classes(dir.path(), None, None, None).expect("the test split loads");
         assert_eq!(test.class_names, full.test.class_names);
         assert_eq!(test.labels, full.test.labels);
         assert_eq!(test.images, full.test.images);
-        let dog = load_test_classes(dir.path(), None, Some(&["dog".to_string()])).expect("dog");
+        let dog =
+            load_test_classes(dir.path(), None, Some(&["dog".to_string()]), None).expect("dog");
         assert_eq!(dog.class_names, vec!["dog"]);
         assert_eq!(dog.images, full.test.select_classes(&[1]).images);
         // The layout checks still apply.
         std::fs::remove_dir_all(dir.path().join("test/cat")).expect("remove");
-        assert!(load_test_classes(dir.path(), None, None).is_err());
+        assert!(load_test_classes(dir.path(), None, None, None).is_err());
+    }
+
+    #[test]
+    fn a_limit_decodes_only_the_spread_images() {
+        let dir = TempDir::new("folder-limit");
+        for i in 0..7u8 {
+            png(&dir.path().join(format!("train/a/{i}.png")), 4, 2, i);
+            png(&dir.path().join(format!("test/a/{i}.png")), 4, 2, 100 + i);
+        }
+        png(&dir.path().join("test/a/z.png"), 4, 2, 0);
+        let full = load(dir.path(), None).expect("loads").test;
+        for limit in [1, 3, 5, 8, 20] {
+            let want = full.spread(limit);
+            let got = load_test_classes(dir.path(), None, None, Some(limit)).expect("loads");
+            assert_eq!(got.images, want.images, "limit {limit}");
+            assert_eq!(got.labels, want.labels, "limit {limit}");
+        }
+        // Of 8 test files, spread(2) takes the 1st and 5th: a broken 2nd file is never read.
+        std::fs::write(dir.path().join("test/a/1.png"), b"junk").expect("write");
+        assert!(load_test_classes(dir.path(), None, None, Some(2)).is_ok());
+        assert!(load_test_classes(dir.path(), None, None, None).is_err());
+    }
+
+    #[test]
+    fn resize_then_crop_rounds_the_offset_half_to_even_as_torchvision() {
+        // 10x4 -> shorter side 2: 5x2; the central 2x2 starts at round(1.5) = 2 (not 1).
+        let img = image::RgbImage::from_fn(10, 4, |x, y| image::Rgb([x as u8 * 20, y as u8, 0]));
+        let resized = imageops::resize(&img, 5, 2, FilterType::Triangle);
+        let got = resize_center_crop(&img, 2, 2);
+        assert_eq!(got.get_pixel(0, 0), resized.get_pixel(2, 0));
+        // Resize(4) + CenterCrop(2) of a 6x6 image: 4x4, offset 1 on both axes.
+        let img =
+            image::RgbImage::from_fn(6, 6, |x, y| image::Rgb([x as u8 * 40, y as u8 * 40, 7]));
+        let resized = imageops::resize(&img, 4, 4, FilterType::Triangle);
+        let got = resize_center_crop(&img, 4, 2);
+        assert_eq!((got.width(), got.height()), (2, 2));
+        assert_eq!(got.get_pixel(0, 0), resized.get_pixel(1, 1));
+        assert_eq!(got.get_pixel(1, 1), resized.get_pixel(2, 2));
+    }
+
+    #[test]
+    fn a_resize_side_sizes_images_before_the_crop_and_is_checked() {
+        let dir = TempDir::new("folder-resize");
+        toy(dir.path());
+        let source = FolderSource {
+            image_size: Some(2),
+            resize: Some(4),
+            ..FolderSource::new(dir.path())
+        };
+        let split = source.load().expect("loads");
+        assert_eq!((split.train.height, split.train.width), (2, 2));
+        // The 4x2 toy images: shorter side 2 -> 4, so 8x4, then the central 2x2.
+        let img = image::RgbImage::from_fn(4, 2, |x, y| image::Rgb([10, x as u8, y as u8]));
+        let want = resize_center_crop(&img, 4, 2);
+        assert_eq!(
+            split.train.image(0)[0],
+            f32::from(want.get_pixel(0, 0)[0]) / 255.0
+        );
+        assert_eq!(
+            split.train.image(0)[4],
+            f32::from(want.get_pixel(0, 0)[1]) / 255.0
+        );
+        let err = |s: FolderSource| s.load().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = err(FolderSource {
+            image_size: Some(4),
+            resize: Some(2),
+            ..FolderSource::new(dir.path())
+        });
+        assert!(e.contains("smaller than the image size"), "{e}");
+        let e = err(FolderSource {
+            resize: Some(4),
+            ..FolderSource::new(dir.path())
+        });
+        assert!(e.contains("needs an image size"), "{e}");
     }
 
     #[test]
