@@ -6,6 +6,9 @@ Models (input normalisation (x - 0.5) / 0.25 per channel as the first layer, as 
   cnn       3 x [Conv3x3(pad 1, bias) -> BatchNorm -> ReLU -> MaxPool2] (32, 64, 128)
             -> flatten -> Linear(128*H/8*W/8, 256) -> ReLU -> Linear(256, k)
   resnet18  the CIFAR ResNet-18 of MadryLab's robustness (cifar_models/resnet.py)
+  resnet18-imagenet, resnet50-imagenet
+            torchvision's ImageNet ResNets (7x7 stride-2 stem + max-pool), as
+            scripts/interop/robustness_models.py defines them (MadryLab's imagenet_models layout)
 
 Train step (timed per step with time.perf_counter after warm-up):
   x = torch.from_numpy(host_buf.copy()); y = torch.from_numpy(host_labels.copy())
@@ -22,6 +25,7 @@ imported, a bare PyTorch step with the same formulas ("implementation": "bare").
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -115,6 +119,9 @@ class ResNet18(nn.Module):
         return self.linear(torch.flatten(self.pool(out), 1))
 
 
+IMAGENET_ARCHS = ["resnet18-imagenet", "resnet50-imagenet"]
+
+
 def build(arch, c, h, w, k):
     if arch == "mlp":
         body = mlp(c, h, w, k)
@@ -122,8 +129,14 @@ def build(arch, c, h, w, k):
         body = cnn(c, h, w, k)
     elif arch == "resnet18":
         body = ResNet18(c, k)
+    elif arch in IMAGENET_ARCHS:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop"))
+        import robustness_models as rm
+
+        body = rm.build(arch, c, h, w, k)
     else:
-        sys.exit(f"bench_torch.py: unknown --arch {arch!r} (mlp, cnn, resnet18)")
+        sys.exit(f"bench_torch.py: unknown --arch {arch!r} (mlp, cnn, resnet18, "
+                 f"{', '.join(IMAGENET_ARCHS)})")
     model = nn.Sequential(Normalize(c), body)
     params = sum(p.numel() for p in model.parameters())
     if arch == "resnet18" and (c, k) == (3, 10):
@@ -148,17 +161,28 @@ def forward_flops(arch, c, h, w, k):
             f += conv(cin, cout, 3, hh, ww)
             hh, ww, cin = hh // 2, ww // 2, cout
         return f + linear(128 * max(hh, 1) * max(ww, 1), 256) + linear(256, k)
-    # resnet18
-    f, hh, ww, cin = conv(c, 64, 3, h, w), h, w, 64
+    # resnet18 (CIFAR) and the ImageNet ResNets
+    bottleneck = arch == "resnet50-imagenet"
+    counts = [3, 4, 6, 3] if bottleneck else [2, 2, 2, 2]
+    if arch in IMAGENET_ARCHS:  # 7x7 stride-2 stem, then a stride-2 max-pool
+        oh, ow = -(-h // 2), -(-w // 2)
+        f, hh, ww, cin = conv(c, 64, 7, oh, ow), -(-oh // 2), -(-ow // 2), 64
+    else:
+        f, hh, ww, cin = conv(c, 64, 3, h, w), h, w, 64
     for stage in range(4):
         planes = 64 << stage
-        for i in range(2):
+        for i in range(counts[stage]):
             stride = 2 if stage > 0 and i == 0 else 1
             oh, ow = -(-hh // stride), -(-ww // stride)
-            f += conv(cin, planes, 3, oh, ow) + conv(planes, planes, 3, oh, ow)
-            if stride != 1 or cin != planes:
-                f += conv(cin, planes, 1, oh, ow)
-            hh, ww, cin = oh, ow, planes
+            cout = planes * 4 if bottleneck else planes
+            if bottleneck:
+                f += (conv(cin, planes, 1, hh, ww) + conv(planes, planes, 3, oh, ow)
+                      + conv(planes, cout, 1, oh, ow))
+            else:
+                f += conv(cin, planes, 3, oh, ow) + conv(planes, planes, 3, oh, ow)
+            if stride != 1 or cin != cout:
+                f += conv(cin, cout, 1, oh, ow)
+            hh, ww, cin = oh, ow, cout
     return f + linear(cin, k)
 
 
@@ -241,7 +265,7 @@ def bench_attack(model, images, labels, warmup, iters):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="cnn", choices=["mlp", "cnn", "resnet18"])
+    p.add_argument("--arch", default="cnn", choices=["mlp", "cnn", "resnet18"] + IMAGENET_ARCHS)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--shape", default="3x32x32")
     p.add_argument("--classes", type=int, default=10)
