@@ -2439,6 +2439,28 @@ fn an_image_folder_trains_evaluates_and_feeds_a_construction() {
         serde_json::from_slice(&std::fs::read(run_dir.join("config.json")).expect("config.json"))
             .expect("config.json is JSON");
     assert_eq!(config["folder"]["root"], s(&root));
+    assert_eq!(config["arch"], "cnn", "--arch wins over a folder's default");
+    // From 128 pixels on, a folder's default architecture is the ImageNet ResNet-18.
+    run_ok(&[
+        "train",
+        "--dataset",
+        &dataset,
+        "--image-size",
+        "128",
+        "--limit",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        &s(&dir.join("run-128")),
+    ]);
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("run-128/config.json")).expect("config.json"),
+    )
+    .expect("config.json is JSON");
+    assert_eq!(config["arch"], "resnet18-imagenet");
     let best = s(&run_dir.join("best"));
     // Evaluation reloads the folder: the same accuracy on the same 360 test images.
     let eval = json_of(&run(&[

@@ -51,6 +51,23 @@ pub fn for_constructed(source: DatasetKind, kind: ConstructKind) -> TrainConfig 
     }
 }
 
+/// Image side from which an image folder's default architecture is the ImageNet ResNet-18.
+pub const IMAGENET_STEM_MIN_SIDE: usize = 128;
+
+/// The default architecture of an image folder whose images are `side` pixels on their
+/// shorter side (ours): the reference library gives its ImageNet-derived sets (ImageNet,
+/// RestrictedImageNet, CustomImageNet, at 224x224) its ImageNet models and CINIC-10 (32x32) its
+/// CIFAR ones; we decide by size, `resnet18-imagenet` from [`IMAGENET_STEM_MIN_SIDE`] on (its
+/// stem divides the side by 4 before the first block: a CIFAR ResNet-18 at 224x224 costs 15x
+/// the multiply-adds), `resnet18` below (CINIC-10, Tiny ImageNet's 64x64).
+pub fn folder_arch(side: usize) -> Arch {
+    if side >= IMAGENET_STEM_MIN_SIDE {
+        Arch::Resnet18Imagenet
+    } else {
+        Arch::Resnet18
+    }
+}
+
 /// Training defaults for a data set.
 pub fn for_dataset(kind: DatasetKind) -> TrainConfig {
     let base = TrainConfig::default();

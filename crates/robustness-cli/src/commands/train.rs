@@ -29,6 +29,9 @@ pub fn run(args: TrainArgs, devices: &[robustness::Device], options: &toml::Tabl
         }
     };
     config.seed = args.seed;
+    if config.dataset == DatasetKind::Folder {
+        config.arch = defaults::folder_arch(split.train.height.min(split.train.width));
+    }
     apply_flags(&mut config, &args)?;
     if let Some(decay) = config.ema {
         let images = config
