@@ -697,16 +697,18 @@ pub struct SynthesizeArgs {
     /// Seed of the seed-distribution draws (the data split is the checkpoint's).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// L2 radius around the seed (default: 30, the authors' CIFAR setting).
+    /// L2 radius around the seed (default: 30, the authors' CIFAR setting; 40, their ImageNet
+    /// one, for images of 128 pixels and more).
     #[arg(long)]
     pub eps: Option<f64>,
-    /// Step size (default: 0.5, the authors' CIFAR setting).
+    /// Step size (default: 0.5, the authors' CIFAR setting; 1 from 128 pixels on).
     #[arg(long)]
     pub step: Option<f64>,
-    /// PGD steps (default: 60, the authors' CIFAR setting).
+    /// PGD steps (default: 60, the authors' CIFAR and ImageNet setting).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Block size of the seed distribution's downsampling (default 1: none, as for CIFAR).
+    /// Block size of the seed distribution's downsampling (default: the smallest that leaves
+    /// at most 9,408 values per image: 1 for CIFAR, 4 at 224x224 as the authors).
     #[arg(long)]
     pub grain: Option<usize>,
     /// Images optimised together.

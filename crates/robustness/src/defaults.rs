@@ -174,19 +174,45 @@ pub fn adversarial(kind: DatasetKind, constraint: Constraint, eps: Option<f64>) 
     }
 }
 
-/// Class-conditional generation ([`crate::synthesis::synthesize`]). Santurkar et al. 2019
-/// generation notebook, via ../shared/PAPER.md §5: CIFAR eps 30, step 0.5, 60 iterations of
-/// targeted L2 PGD on cross-entropy from the seed, no random start; GRAIN 1 (no downsampling)
-/// for 32x32 CIFAR. Ours: the same for the smaller data sets (on 28x28 or 8x8 images eps 30
-/// exceeds the [0, 1] box's diameter, so the ball never binds).
-pub fn synthesis(kind: DatasetKind) -> SynthesisConfig {
+/// Class-conditional generation ([`crate::synthesis::synthesize`]) for images of `shape`
+/// (`[C, H, W]`). Santurkar et al. 2019 generation notebook, via ../shared/PAPER.md §5: CIFAR
+/// eps 30, step 0.5, 60 iterations of targeted L2 PGD on cross-entropy from the seed, no random
+/// start, GRAIN 1 (no downsampling) for 32x32; ImageNet (224x224) eps 40, step 1, 60
+/// iterations, GRAIN 4 (a 3x56x56 = 9,408-dimensional seed distribution). Ours: ImageNet's
+/// steps for images of at least [`IMAGENET_STEM_MIN_SIDE`] pixels, CIFAR's below (on 28x28 or
+/// 8x8 images eps 30 exceeds the [0, 1] box's diameter, so the ball never binds); the grain of
+/// [`seed_grain`].
+pub fn synthesis(kind: DatasetKind, shape: [usize; 3]) -> SynthesisConfig {
     let _ = kind;
+    let (eps, step) = if shape[1].min(shape[2]) >= IMAGENET_STEM_MIN_SIDE {
+        (40.0, 1.0)
+    } else {
+        (30.0, 0.5)
+    };
     SynthesisConfig {
-        attack: crate::synthesis::generation_attack(30.0, 0.5, 60),
-        grain: 1,
+        attack: crate::synthesis::generation_attack(eps, step, 60),
+        grain: seed_grain(shape),
         batch_size: 64,
         seed: 0,
     }
+}
+
+/// Largest dimension of the default seed distribution: the authors' ImageNet one (3x56x56).
+pub const SEED_MAX_DIM: usize = 9408;
+
+/// The smallest block size dividing both sides of `shape` (`[C, H, W]`) whose block-averaged
+/// images have at most [`SEED_MAX_DIM`] values: 1 for CIFAR-10 (3,072), 4 for 224x224 (9,408,
+/// the authors'), 2 for 64x64 and 4 for 128x128 (3,072 each). The largest common divisor when
+/// none is small enough (the fit then refuses with a message naming `--grain`).
+pub fn seed_grain([c, h, w]: [usize; 3]) -> usize {
+    let divisors: Vec<usize> = (1..=h.min(w).max(1))
+        .filter(|g| h % g == 0 && w % g == 0)
+        .collect();
+    divisors
+        .iter()
+        .copied()
+        .find(|g| c * (h / g) * (w / g) <= SEED_MAX_DIM)
+        .unwrap_or_else(|| divisors.last().copied().unwrap_or(1))
 }
 
 /// Feature visualisation ([`crate::synthesis::visualize_feature`]). Ours: the paper's text
@@ -223,5 +249,31 @@ pub fn inversion(kind: DatasetKind) -> InvertConfig {
         normalized_loss: false,
         batch_size: 64,
         seed: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_grain_keeps_the_seed_distribution_at_most_9408_wide() {
+        assert_eq!(seed_grain([3, 32, 32]), 1); // CIFAR: 3,072
+        assert_eq!(seed_grain([1, 28, 28]), 1);
+        assert_eq!(seed_grain([3, 224, 224]), 4); // the authors' 3x56x56 = 9,408
+        assert_eq!(seed_grain([3, 64, 64]), 2);
+        assert_eq!(seed_grain([3, 128, 128]), 4); // 2 would give 12,288
+        assert_eq!(seed_grain([3, 225, 225]), 5); // 3 would give 16,875
+        let [c, h, w] = [3, 96, 160];
+        let g = seed_grain([c, h, w]);
+        assert!(h % g == 0 && w % g == 0 && c * (h / g) * (w / g) <= SEED_MAX_DIM);
+        assert_eq!(
+            synthesis(DatasetKind::Folder, [3, 224, 224]).attack.eps,
+            40.0
+        );
+        assert_eq!(
+            synthesis(DatasetKind::Cifar10, [3, 32, 32]).attack.eps,
+            30.0
+        );
     }
 }

@@ -107,7 +107,9 @@ pub fn run(args: SynthesizeArgs, device: &robustness::Device) -> Result<()> {
     if args.n == 0 {
         bail!("--n must be at least 1");
     }
-    let mut config = defaults::synthesis(input.dataset);
+    let train = &input.split.train;
+    let mut config =
+        defaults::synthesis(input.dataset, [train.channels, train.height, train.width]);
     override_steps(&mut config.attack, args.eps, args.step, args.steps);
     if let Some(grain) = args.grain {
         config.grain = grain;

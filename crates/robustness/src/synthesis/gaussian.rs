@@ -13,6 +13,10 @@ use rand_distr::StandardNormal;
 /// `MultivariateNormal(mean, cov + 1e-4 I)`).
 pub const COVARIANCE_RIDGE: f64 = 1e-4;
 
+/// Largest dimension fitted: its D x D covariance and Cholesky factor (f64) take 2.4 GiB, and
+/// the factorisation ~D^3 / 3 = 0.9 TFLOP (minutes on 2 cores). Beyond it, a coarser grain.
+pub const MAX_FIT_DIM: usize = 12_288;
+
 fn check_grain(shape: [usize; 3], grain: usize) -> Result<()> {
     let [_, h, w] = shape;
     if grain == 0 || !h.is_multiple_of(grain) || !w.is_multiple_of(grain) {
@@ -90,6 +94,14 @@ impl ClassGaussian {
     pub fn fit(data: &Dataset, class: usize, grain: usize) -> Result<Self> {
         let shape = [data.channels, data.height, data.width];
         check_grain(shape, grain)?;
+        let [c, h, w] = shape;
+        let dim = c * (h / grain) * (w / grain);
+        if dim > MAX_FIT_DIM {
+            return Err(Error::Config(format!(
+                "the seed distribution of {c}x{h}x{w} images at --grain {grain} has {dim} dimensions (a {dim} x {dim} covariance, {:.1} GiB as f64); at most {MAX_FIT_DIM} are fitted: give a larger --grain that divides {h} and {w} (the authors use 4 at 224x224)",
+                (dim * dim * 8) as f64 / (1u64 << 30) as f64
+            )));
+        }
         let name = data.class_names.get(class).cloned().ok_or_else(|| {
             Error::Config(format!(
                 "class {class} does not exist (the data set has {} classes)",
@@ -296,5 +308,27 @@ mod tests {
         empty.class_names = one_class.class_names.clone();
         let err = ClassGaussian::fit(&empty, 0, 1).expect_err("no images");
         assert!(err.to_string().contains("no images"), "{err}");
+    }
+
+    #[test]
+    fn a_seed_distribution_too_wide_to_fit_is_refused_with_the_grain_to_use() {
+        // Two 3x128x128 images: 49,152 dimensions at grain 1 (an 18 GiB covariance).
+        let big = Dataset {
+            name: "big".into(),
+            images: vec![0.5; 2 * 3 * 128 * 128],
+            labels: vec![0, 0],
+            channels: 3,
+            height: 128,
+            width: 128,
+            class_names: vec!["a".into()],
+        };
+        let err = ClassGaussian::fit(&big, 0, 1).expect_err("too wide");
+        assert!(
+            err.to_string().contains("49152 dimensions") && err.to_string().contains("--grain"),
+            "{err}"
+        );
+        // Grain 4: 3,072 dimensions, fitted.
+        let fit = ClassGaussian::fit(&big, 0, 4).expect("fits");
+        assert_eq!(fit.dim(), 3072);
     }
 }

@@ -32,7 +32,7 @@ fn mean(v: &[f32]) -> f32 {
 fn synthesis_raises_the_target_class_probability_above_the_seed() {
     let (model, split) = trained();
     let device = Device::flex();
-    let mut config = crate::defaults::synthesis(DatasetKind::Digits);
+    let mut config = crate::defaults::synthesis(DatasetKind::Digits, [1, 8, 8]);
     config.attack.steps = 20;
     config.batch_size = 5;
     let class = 3;
@@ -172,7 +172,7 @@ fn bad_classes_features_and_indices_are_errors_not_panics() {
     .expect_err("no such image");
     assert!(err.to_string().contains("1000000"), "{err}");
 
-    let mut bad = crate::defaults::synthesis(DatasetKind::Digits);
+    let mut bad = crate::defaults::synthesis(DatasetKind::Digits, [1, 8, 8]);
     bad.grain = 3;
     let err =
         synthesize(&model, &split.train, 0, 1, &bad, &device).expect_err("3 does not divide 8");
