@@ -14,7 +14,7 @@ use rand_distr::StandardNormal;
 pub const COVARIANCE_RIDGE: f64 = 1e-4;
 
 /// Largest dimension fitted: its D x D covariance and Cholesky factor (f64) take 2.25 GiB, and
-/// the factorisation ~D^3 / 3 = 0.9 TFLOP (minutes on 2 cores). Beyond it, a coarser grain.
+/// the factorisation ~D^3 / 3 = 0.6 TFLOP (minutes on 2 cores). Beyond it, a coarser grain.
 pub const MAX_FIT_DIM: usize = 12_288;
 
 fn check_grain(shape: [usize; 3], grain: usize) -> Result<()> {
