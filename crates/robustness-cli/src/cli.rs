@@ -279,9 +279,10 @@ pub struct EvalArgs {
     /// Seed of the data split (digits, synthetic); default: the checkpoint's training seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Evaluation batch size.
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
+    /// Evaluation batch size (default: 256, fewer for images larger than 32x32, at least 8:
+    /// 8 at 224x224, where an attack's gradients hold ~0.1 GB per image for a ResNet-50).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Attack to evaluate against: pgd, fgsm, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack (APGD-CE, APGD-T, FAB-T, then Square; AutoAttack's attacks default to 100 steps from a random start and 5000 Square queries). None: clean accuracy only.
     #[arg(long)]
     pub attack: Option<String>,
@@ -462,9 +463,10 @@ pub struct ConstructArgs {
     /// many examples and its first copy is the one-copy set.
     #[arg(long, default_value_t = 1)]
     pub copies: usize,
-    /// Examples attacked together.
-    #[arg(long, default_value_t = 250)]
-    pub batch_size: usize,
+    /// Examples attacked together (default: 250, fewer for images larger than 32x32, as
+    /// `eval`'s batch: 8 at 224x224).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Examples per chunk file (the unit of resuming and sharding).
     #[arg(long, default_value_t = 1000)]
     pub chunk_size: usize,

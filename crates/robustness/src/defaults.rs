@@ -197,6 +197,14 @@ pub fn synthesis(kind: DatasetKind, shape: [usize; 3]) -> SynthesisConfig {
     }
 }
 
+/// Evaluation batch size for images of `shape` (`[C, H, W]`; ours): 256 up to 32x32 pixels, then
+/// in inverse proportion to the pixel count, at least 8 (an attack's backward pass keeps every
+/// activation of the batch: a ResNet-50 at 224x224 holds ~0.1 GB per image, so 256 would need
+/// ~25 GB).
+pub fn eval_batch([_, h, w]: [usize; 3]) -> usize {
+    (256 * 32 * 32 / (h * w).max(1)).clamp(8, 256)
+}
+
 /// Largest dimension of the default seed distribution: the authors' ImageNet one (3x56x56).
 pub const SEED_MAX_DIM: usize = 9408;
 
@@ -275,5 +283,14 @@ mod tests {
             synthesis(DatasetKind::Cifar10, [3, 32, 32]).attack.eps,
             30.0
         );
+    }
+
+    #[test]
+    fn eval_batch_shrinks_with_the_image() {
+        assert_eq!(eval_batch([1, 8, 8]), 256);
+        assert_eq!(eval_batch([3, 32, 32]), 256);
+        assert_eq!(eval_batch([3, 64, 64]), 64);
+        assert_eq!(eval_batch([3, 128, 128]), 16);
+        assert_eq!(eval_batch([3, 224, 224]), 8);
     }
 }

@@ -65,7 +65,11 @@ pub fn run(args: ConstructArgs, device: &robustness::Device) -> Result<()> {
     } else {
         Classifier::ensemble(models)?
     };
-    let config = config_from(&args, defaults::construction(dataset, kind))?;
+    let mut config = defaults::construction(dataset, kind);
+    // Ours: the default batch (250) shrinks for images larger than 32x32 as `eval`'s does.
+    let shape = [train_set.channels, train_set.height, train_set.width];
+    config.batch_size = config.batch_size.min(defaults::eval_batch(shape));
+    let config = config_from(&args, config)?;
     let synthetic =
         (dataset == DatasetKind::Synthetic).then(|| crate::commands::synthetic_config(&args.data));
     let mut source = Source::of(&train_set, dataset, classes, split_seed, synthetic);
@@ -117,7 +121,9 @@ fn config_from(args: &ConstructArgs, mut config: ConstructConfig) -> Result<Cons
     config.attack.use_best = !args.no_use_best;
     config.start = start_of(args.start);
     config.normalized_loss = args.normalized_loss;
-    config.batch_size = args.batch_size;
+    if let Some(batch_size) = args.batch_size {
+        config.batch_size = batch_size;
+    }
     config.chunk_size = args.chunk_size;
     config.copies = args.copies;
     config.seed = args.seed;

@@ -10,14 +10,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use robustness::attack::{self, AttackConfig, AttackKind, RobustCounts, RobustReport};
 use robustness::construct::{self, Shard, store};
 use robustness::data::{Dataset, DatasetKind};
-use robustness::{Classifier, eval, report, train};
+use robustness::{Classifier, defaults, eval, report, train};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
+pub fn run(mut args: EvalArgs, device: &robustness::Device) -> Result<()> {
     let started = Instant::now();
     if args.limit == Some(0) {
         bail!("--limit 0: evaluate at least one test image");
@@ -25,8 +25,9 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
     let first = args
         .checkpoint
         .first()
+        .cloned()
         .context("--checkpoint is required")?;
-    let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(first)?)?;
+    let saved = train::checkpoint::read_meta(&train::checkpoint::resolve(&first)?)?;
     let seed = args.seed.unwrap_or(saved.seed);
     let test = match &args.constructed {
         Some(dir) => {
@@ -45,11 +46,14 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
         None => load_test_data(&args.data, seed, args.limit)?,
     };
     let (model, meta) = load_models(&args.checkpoint, &test, saved.seed, device)?;
+    let batch_size = *args
+        .batch_size
+        .get_or_insert_with(|| defaults::eval_batch([test.channels, test.height, test.width]));
     if let Some(kind) = &args.attack {
         let kind: AttackKind = kind.parse().map_err(anyhow::Error::msg)?;
         return robust(&args, kind, &model, &test, seed, device, started);
     }
-    let report = eval::evaluate(&model, &test, args.batch_size, device);
+    let report = eval::evaluate(&model, &test, batch_size, device);
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         return print_json(&json!({
@@ -87,6 +91,11 @@ pub fn run(args: EvalArgs, device: &robustness::Device) -> Result<()> {
     Ok(())
 }
 
+/// The batch size `run` resolved (`--batch-size` or [`defaults::eval_batch`]).
+fn batch_size(args: &EvalArgs) -> usize {
+    args.batch_size.unwrap_or(256)
+}
+
 fn robust(
     args: &EvalArgs,
     kind: AttackKind,
@@ -122,7 +131,7 @@ fn robust(
             test,
             kind,
             &config,
-            args.batch_size,
+            batch_size(args),
             seed,
             device,
             |done, _| {
@@ -359,7 +368,7 @@ fn shard(
     } else {
         json!(shas)
     };
-    let batches = test.len().div_ceil(args.batch_size.max(1));
+    let batches = test.len().div_ceil(batch_size(args).max(1));
     let range = attack::shard_batches(batches, shard.index, shard.count);
     let mut counts = Vec::new();
     let mut configs = Vec::new();
@@ -372,7 +381,7 @@ fn shard(
             test,
             kind,
             &config,
-            args.batch_size,
+            batch_size(args),
             seed,
             range.clone(),
             device,
@@ -390,7 +399,7 @@ fn shard(
             "examples": test.len(),
             "attack": kind,
             "configs": configs,
-            "batch_size": args.batch_size,
+            "batch_size": batch_size(args),
             "seed": seed,
             "shards": shard.count,
         }),
