@@ -131,23 +131,31 @@ pub struct Loaded {
 
 /// Loads the data set named by the flags, with its class subset applied.
 pub fn load_data(args: &DataArgs, seed: u64) -> Result<Loaded> {
-    load_splits(args, seed, None)
+    load_splits(args, seed, Splits::Both)
 }
 
 /// The test split of [`load_data`], spread to `limit` images ([`Dataset::spread`]). An image
 /// folder's training images are then not decoded, nor its test images beyond the limit
 /// (evaluating on ImageNet's validation split needs none of its 1.28 million training images).
 pub fn load_test_data(args: &DataArgs, seed: u64, limit: Option<usize>) -> Result<Dataset> {
-    let test = load_splits(args, seed, Some(limit)).map(|l| l.split.test)?;
+    let test = load_splits(args, seed, Splits::TestOnly { limit }).map(|l| l.split.test)?;
     Ok(match limit {
         Some(n) => test.spread(n),
         None => test,
     })
 }
 
-/// [`load_data`]; with `test_only` set, an image folder's training split is left empty and its
-/// test split decoded only as far as `Dataset::spread` of the limit needs.
-fn load_splits(args: &DataArgs, seed: u64, test_only: Option<Option<usize>>) -> Result<Loaded> {
+/// Which splits of an image folder to decode.
+enum Splits {
+    /// Both.
+    Both,
+    /// The test split only (the training split left empty), and of it only the images
+    /// `Dataset::spread(limit)` keeps.
+    TestOnly { limit: Option<usize> },
+}
+
+/// [`load_data`], decoding an image folder's `splits` only.
+fn load_splits(args: &DataArgs, seed: u64, splits: Splits) -> Result<Loaded> {
     let (kind, folder) = dataset_of(args)?;
     let split = match &folder {
         Some(f) => {
@@ -170,7 +178,7 @@ fn load_splits(args: &DataArgs, seed: u64, test_only: Option<Option<usize>>) -> 
                 None => None,
             };
             let context = || format!("loading the image folder {}", f.root.display());
-            let split = if let Some(limit) = test_only {
+            let split = if let Splits::TestOnly { limit } = splits {
                 // A class subset is reordered below: spread only after that.
                 let limit = limit.filter(|_| keep.is_none());
                 let test = f
