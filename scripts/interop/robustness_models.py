@@ -103,29 +103,43 @@ class CNN(_Net):
         return self.linear(z)
 
 
+def projection(module, name, cin, cout, stride):
+    """The skip path's 1x1 conv + batch norm when the shape changes, as `module.<name>`:
+    MadryLab's CIFAR blocks call it `shortcut` (an empty Sequential otherwise), torchvision's
+    `downsample` (None otherwise)."""
+    if stride != 1 or cin != cout:
+        proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    else:
+        proj = nn.Sequential() if name == "shortcut" else None
+    setattr(module, name, proj)
+    module.projection_name = name
+
+
+def skip(module, x):
+    proj = getattr(module, module.projection_name)
+    return x if proj is None else proj(x)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin, planes, stride=1):
+    def __init__(self, cin, planes, stride=1, projection_name="shortcut"):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
-                                          nn.BatchNorm2d(planes))
+        projection(self, projection_name, cin, planes, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        return F.relu(self.bn2(self.conv2(out)) + skip(self, x))
 
 
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin, planes, stride=1):
+    def __init__(self, cin, planes, stride=1, projection_name="shortcut"):
         super().__init__()
         out = 4 * planes
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
@@ -134,115 +148,48 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != out:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(out))
+        projection(self, projection_name, cin, out, stride)
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
         y = F.relu(self.bn2(self.conv2(y)))
-        return F.relu(self.bn3(self.conv3(y)) + self.shortcut(x))
+        return F.relu(self.bn3(self.conv3(y)) + skip(self, x))
 
 
 class ResNet(_Net):
     """CIFAR ResNet (3x3 stem, no max-pool) with MadryLab's names; global average pooling
-    (MadryLab's avg_pool2d(out, 4) on 32x32 inputs)."""
+    (MadryLab's avg_pool2d(out, 4) on 32x32 inputs). With imagenet=True torchvision's ResNet
+    (7x7 stride-2 stem, 3x3 stride-2 max-pool) with its names (`downsample`, `fc`), which
+    MadryLab's `imagenet_models` keep: torchvision's and MadryLab's state dicts load into it."""
 
-    def __init__(self, block, counts, c, k):
+    def __init__(self, block, counts, c, k, imagenet=False):
         super().__init__()
+        self.imagenet = imagenet
         self.in_planes = 64
-        self.conv1 = nn.Conv2d(c, 64, 3, 1, 1, bias=False)
+        self.conv1 = (nn.Conv2d(c, 64, 7, 2, 3, bias=False) if imagenet
+                      else nn.Conv2d(c, 64, 3, 1, 1, bias=False))
         self.bn1 = nn.BatchNorm2d(64)
+        proj = "downsample" if imagenet else "shortcut"
         for i, (planes, n) in enumerate(zip([64, 128, 256, 512], counts)):
             layers = []
             for j in range(n):
-                layers.append(block(self.in_planes, planes, 2 if (i > 0 and j == 0) else 1))
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(block(self.in_planes, planes, stride, projection_name=proj))
                 self.in_planes = planes * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
-        self.linear = nn.Linear(512 * block.expansion, k)
+        self.head_name = "fc" if imagenet else "linear"
+        setattr(self, self.head_name, nn.Linear(512 * block.expansion, k))
 
     def features_of(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
+        if self.imagenet:
+            x = F.max_pool2d(x, 3, 2, 1)
         for i in range(1, 5):
             x = getattr(self, f"layer{i}")(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
     def linear_of(self, z):
-        return self.linear(z)
-
-
-class TorchvisionBasicBlock(nn.Module):
-    """torchvision's BasicBlock: as BasicBlock, the projection named `downsample`."""
-    expansion = 1
-
-    def __init__(self, cin, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or cin != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
-                                            nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        skip = x if self.downsample is None else self.downsample(x)
-        return F.relu(self.bn2(self.conv2(out)) + skip)
-
-
-class TorchvisionBottleneck(nn.Module):
-    """torchvision's Bottleneck (stride on the 3x3 convolution), projection `downsample`."""
-    expansion = 4
-
-    def __init__(self, cin, planes, stride=1):
-        super().__init__()
-        out = 4 * planes
-        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out)
-        self.downsample = None
-        if stride != 1 or cin != out:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                            nn.BatchNorm2d(out))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
-        skip = x if self.downsample is None else self.downsample(x)
-        return F.relu(self.bn3(self.conv3(y)) + skip)
-
-
-class ImagenetResNet(_Net):
-    """torchvision's ResNet (7x7 stride-2 stem, 3x3 stride-2 max-pool) with its names, which
-    MadryLab's `imagenet_models` keep; torchvision's and MadryLab's state dicts load into it."""
-
-    def __init__(self, block, counts, c, k):
-        super().__init__()
-        self.in_planes = 64
-        self.conv1 = nn.Conv2d(c, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        for i, (planes, n) in enumerate(zip([64, 128, 256, 512], counts)):
-            layers = []
-            for j in range(n):
-                layers.append(block(self.in_planes, planes, 2 if (i > 0 and j == 0) else 1))
-                self.in_planes = planes * block.expansion
-            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
-        self.fc = nn.Linear(512 * block.expansion, k)
-
-    def features_of(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
-        for i in range(1, 5):
-            x = getattr(self, f"layer{i}")(x)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-    def linear_of(self, z):
-        return self.fc(z)
+        return getattr(self, self.head_name)(z)
 
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
@@ -283,8 +230,8 @@ def build(arch, channels, height, width, num_classes):
         "resnet18": lambda: ResNet(BasicBlock, [2, 2, 2, 2], c, k),
         "resnet50": lambda: ResNet(Bottleneck, [3, 4, 6, 3], c, k),
         "vgg11": lambda: VGG(c, h, w, k),
-        "resnet18-imagenet": lambda: ImagenetResNet(TorchvisionBasicBlock, [2, 2, 2, 2], c, k),
-        "resnet50-imagenet": lambda: ImagenetResNet(TorchvisionBottleneck, [3, 4, 6, 3], c, k),
+        "resnet18-imagenet": lambda: ResNet(BasicBlock, [2, 2, 2, 2], c, k, imagenet=True),
+        "resnet50-imagenet": lambda: ResNet(Bottleneck, [3, 4, 6, 3], c, k, imagenet=True),
     }[arch]()
 
 
